@@ -1,0 +1,19 @@
+with
+
+source as (
+
+    select * from {{ source('warehouse', 'fraud_label') }}
+
+),
+
+renamed as (
+
+    select
+        transaction_id,
+        scenario
+
+    from source
+
+)
+
+select * from renamed

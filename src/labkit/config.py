@@ -1,0 +1,91 @@
+"""Settings for every lab component, read from environment variables.
+
+The defaults point at the native lab on 127.0.0.1. The compose lab sets the same
+variables (see lab/.env.example), so notebooks and commands run unchanged on both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The repository root: src/labkit/config.py sits two folders below it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Addresses, credentials and folders of one lab."""
+
+    mode: str = field(default_factory=lambda: _env("LAB_MODE", "native"))
+    home: Path = field(default_factory=lambda: Path(_env("LAB_HOME", str(REPO_ROOT / ".lab"))))
+
+    kafka_bootstrap: str = field(
+        default_factory=lambda: _env("LAB_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    )
+    kafka_controller_port: int = field(
+        default_factory=lambda: _env_int("LAB_KAFKA_CONTROLLER_PORT", 9093)
+    )
+    topic: str = field(default_factory=lambda: _env("LAB_TOPIC", "payments.transactions"))
+    topic_partitions: int = field(default_factory=lambda: _env_int("LAB_TOPIC_PARTITIONS", 3))
+
+    pg_host: str = field(default_factory=lambda: _env("LAB_PG_HOST", "127.0.0.1"))
+    pg_port: int = field(default_factory=lambda: _env_int("LAB_PG_PORT", 5432))
+    pg_user: str = field(default_factory=lambda: _env("LAB_PG_USER", "lab"))
+    pg_password: str = field(default_factory=lambda: _env("LAB_PG_PASSWORD", "lab"))
+    pg_database: str = field(default_factory=lambda: _env("LAB_PG_DATABASE", "payments"))
+
+    @property
+    def kafka_host(self) -> str:
+        return self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(_env("LAB_CHECKPOINT_DIR", str(self.home / "checkpoints")))
+
+    @property
+    def jars_dir(self) -> Path:
+        return Path(_env("LAB_JARS_DIR", str(self.home / "jars")))
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def postgres_url(self) -> str:
+        """A libpq connection URL without the password, safe to print."""
+        return (
+            f"postgresql://{self.pg_user}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        )
+
+    def pg_connect_kwargs(self) -> dict[str, object]:
+        return {
+            "host": self.pg_host,
+            "port": self.pg_port,
+            "user": self.pg_user,
+            "password": self.pg_password,
+            "dbname": self.pg_database,
+        }
+
+
+def load() -> Settings:
+    """Read the settings from the current environment."""
+    return Settings()

@@ -1,0 +1,181 @@
+"""Send transactions to Kafka with kafka-python, confirming the delivery of every message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from tqdm.auto import tqdm
+
+from labkit import generator, warehouse
+from labkit.config import Settings
+from labkit.processes import LabError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProduceResult:
+    """Messages sent, acknowledged by the broker, and the ids of those that failed."""
+
+    sent: int = 0
+    delivered: int = 0
+    failed: list[str] = field(default_factory=list)
+    fraud_labels: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "failed": len(self.failed),
+            "failed_ids": self.failed[:20],
+            "fraud_labels": self.fraud_labels,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
+    """Return a producer that waits for all in-sync replicas and never writes a message twice.
+
+    Raises LabError when no broker answers at settings.kafka_bootstrap.
+    """
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "retries": 2**31 - 1,
+        # Give up on a message after two minutes of retries, for example while
+        # the broker restarts, and report it as failed.
+        "delivery_timeout_ms": 120_000,
+        "linger_ms": 20,
+        "batch_size": 64 * 1024,
+        "compression_type": "gzip",
+        "client_id": "labkit-producer",
+        "max_block_ms": 10_000,
+    }
+    options.update(overrides)
+    try:
+        return KafkaProducer(**options)
+    except KafkaError as error:
+        raise LabError(
+            f"could not reach Kafka at {settings.kafka_bootstrap} ({error}); "
+            "check that the lab is up with 'labkit lab status'"
+        ) from error
+
+
+def send_all(
+    producer: KafkaProducer,
+    topic: str,
+    messages: Iterable[tuple[str, bytes | None, bytes]],
+    total: int | None = None,
+    rate: float | None = None,
+) -> ProduceResult:
+    """Send (id, key, value) triples, wait for every acknowledgement, and count the outcome.
+
+    rate, when given, paces sending to that many messages per second.
+    """
+    result = ProduceResult()
+    futures = []
+    started = time.monotonic()
+    pending = iter(messages)
+    with tqdm(total=total, unit="msg", desc="produce", mininterval=1.0) as progress:
+        for message_id, key, value in pending:
+            if rate:
+                ahead = started + result.sent / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+            try:
+                futures.append((message_id, producer.send(topic, key=key, value=value)))
+            except KafkaError as error:
+                # send() blocks for max_block_ms when the broker is unreachable;
+                # failing the rest at once beats waiting that long per message.
+                log.error("send failed for %s: %s; not sending the rest", message_id, error)
+                result.failed.append(message_id)
+                result.failed.extend(rest_id for rest_id, _, _ in pending)
+                break
+            result.sent += 1
+            progress.update(1)
+
+    producer.flush()
+    for message_id, future in futures:
+        try:
+            future.get(timeout=0)
+            result.delivered += 1
+        except KafkaError as error:
+            log.error("delivery failed for %s: %s", message_id, error)
+            result.failed.append(message_id)
+    result.seconds = time.monotonic() - started
+    log.info(
+        "sent %d messages to %s: %d delivered, %d failed, in %.1f s",
+        result.sent, topic, result.delivered, len(result.failed), result.seconds,
+    )
+    return result
+
+
+def produce_generated(
+    settings: Settings,
+    count: int,
+    rate: float | None = None,
+    seed: int = 1,
+    config: generator.GeneratorConfig | None = None,
+) -> ProduceResult:
+    """Write the world's dimensions and the fraud labels to Postgres, then send count transactions.
+
+    The labels go to Postgres before any message is sent, so the ground truth
+    is complete for every transaction the stream can see.
+    """
+    if count < 0:
+        raise ValueError(f"count must be zero or more, got {count}")
+    config = config or generator.GeneratorConfig()
+    world = generator.build_world(config)
+    transactions = list(generator.generate_transactions(world, config, count, seed))
+    labels = [(t.transaction_id, t.fraud_scenario) for t in transactions if t.fraud_scenario]
+
+    with warehouse.connect(settings) as conn:
+        warehouse.upsert_dimension(conn, "dim_customer", world.rows("customers"))
+        warehouse.upsert_dimension(conn, "dim_card", world.rows("cards"))
+        warehouse.upsert_dimension(conn, "dim_merchant", world.rows("merchants"))
+        warehouse.insert_labels(conn, labels)
+    conn.close()
+
+    messages = (
+        (t.transaction_id, t.card_id.encode(), json.dumps(t.to_message()).encode())
+        for t in transactions
+    )
+    producer = make_producer(settings)
+    try:
+        result = send_all(producer, settings.topic, messages, total=count, rate=rate)
+    finally:
+        producer.close()
+    result.fraud_labels = len(labels)
+    return result
+
+
+def read_raw_lines(path: Path) -> list[bytes]:
+    """Split a file into message values at each newline byte, keeping every other byte.
+
+    A final newline ends the last line rather than starting an empty one.
+    """
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def produce_raw_file(settings: Settings, path: Path) -> ProduceResult:
+    """Send each line of path, byte for byte, as one unkeyed message value."""
+    lines = read_raw_lines(path)
+    messages = ((f"{path.name}:{number}", None, line) for number, line in enumerate(lines, 1))
+    producer = make_producer(settings)
+    try:
+        return send_all(producer, settings.topic, messages, total=len(lines))
+    finally:
+        producer.close()
