@@ -17,7 +17,7 @@ from labkit.processes import port_is_free
 ROOT = Path(__file__).resolve().parents[1]
 LABKIT = str(Path(sys.executable).with_name("labkit"))
 # Ports apart from both the learner's lab and the test lab.
-KAFKA_PORT, CONTROLLER_PORT, PG_PORT = 39092, 39093, 35432
+KAFKA_PORT, CONTROLLER_PORT, PG_PORT, AIRFLOW_PORT = 39092, 39093, 35432, 38080
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 
 
@@ -28,6 +28,7 @@ def lab_environment(home: Path, **overrides: str) -> dict[str, str]:
         LAB_KAFKA_BOOTSTRAP=f"127.0.0.1:{KAFKA_PORT}",
         LAB_KAFKA_CONTROLLER_PORT=str(CONTROLLER_PORT),
         LAB_PG_PORT=str(PG_PORT),
+        LAB_AIRFLOW_PORT=str(AIRFLOW_PORT),
     )
     environment.update(overrides)
     return environment
@@ -35,16 +36,16 @@ def lab_environment(home: Path, **overrides: str) -> dict[str, str]:
 
 def labkit(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [LABKIT, *args], env=environment, capture_output=True, text=True, timeout=180
+        [LABKIT, *args], env=environment, capture_output=True, text=True, timeout=300
     )
 
 
 def lab_pids(home: Path) -> set[int]:
-    """Return the pids of the lab's Kafka and Postgres processes and all their children."""
+    """Return the pids of the lab's Kafka, Postgres and Airflow processes and their children."""
     roots = []
-    kafka_pid_file = home / "kafka" / "kafka.pid"
-    if kafka_pid_file.exists():
-        roots.append(int(kafka_pid_file.read_text()))
+    for pid_file in [home / "kafka" / "kafka.pid", *(home / "airflow").glob("*.pid")]:
+        if pid_file.exists():
+            roots.append(int(pid_file.read_text()))
     postmaster = home / "postgres" / "data" / "postmaster.pid"
     if postmaster.exists():
         roots.append(int(postmaster.read_text().splitlines()[0]))
@@ -62,11 +63,11 @@ def lab_pids(home: Path) -> set[int]:
 
 @pytest.fixture(scope="module")
 def lifecycle_lab(lab_running) -> dict[str, object]:
-    """A second native lab, started with `labkit lab up`; the last test stops it."""
+    """A second native lab with Airflow, started with `labkit lab up`; the last test stops it."""
     home = ROOT / ".lab" / "test-lifecycle"
     shutil.rmtree(home, ignore_errors=True)
     environment = lab_environment(home)
-    started = labkit(environment, "lab", "up")
+    started = labkit(environment, "lab", "up", "--with", "airflow")
     assert started.returncode == 0, started.stderr
     yield {"home": home, "environment": environment, "pids": lab_pids(home)}
     labkit(environment, "lab", "down")
@@ -79,7 +80,9 @@ def test_status_json_reports_healthy_services(lifecycle_lab):
 
     assert result.returncode == 0
     assert state["healthy"] is True
-    assert set(services) == {"kafka", "postgres"}
+    assert set(services) == {"kafka", "postgres", "airflow"}
+    assert services["airflow"]["url"] == f"http://127.0.0.1:{AIRFLOW_PORT}"
+    assert services["airflow"]["healthy"] is True
     assert services["kafka"]["bootstrap_servers"] == f"127.0.0.1:{KAFKA_PORT}"
     assert services["kafka"]["healthy"] is True
     assert services["postgres"]["url"] == f"postgresql://lab@127.0.0.1:{PG_PORT}/payments"
@@ -101,7 +104,7 @@ def test_services_listen_on_loopback_only(lifecycle_lab):
                 listening.append((pid, connection.laddr.ip, connection.laddr.port))
 
     ports = {port for _, _, port in listening}
-    assert {KAFKA_PORT, CONTROLLER_PORT, PG_PORT} <= ports
+    assert {KAFKA_PORT, CONTROLLER_PORT, PG_PORT, AIRFLOW_PORT} <= ports
     assert [entry for entry in listening if entry[1] not in LOOPBACK] == []
 
 
@@ -157,3 +160,4 @@ def test_down_leaves_no_lab_process(lifecycle_lab):
     assert alive == []
     assert port_is_free("127.0.0.1", KAFKA_PORT)
     assert port_is_free("127.0.0.1", PG_PORT)
+    assert port_is_free("127.0.0.1", AIRFLOW_PORT)

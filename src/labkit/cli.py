@@ -19,7 +19,7 @@ def _lab(args: argparse.Namespace) -> int:
 
     settings = config.load()
     if args.action == "up":
-        lab.up(settings)
+        lab.up(settings, with_airflow="airflow" in args.with_services)
     elif args.action == "down":
         lab.down(settings)
     elif args.action == "reset":
@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     lab = commands.add_parser("lab", help="start, stop, inspect or reset the lab's services")
     lab.add_argument("action", choices=["up", "down", "status", "reset"])
     lab.add_argument("--json", action="store_true", help="status: print one JSON object")
+    lab.add_argument(
+        "--with",
+        dest="with_services",
+        action="append",
+        choices=["airflow"],
+        default=[],
+        help="up: also start this optional service (airflow: UI on 127.0.0.1:8080)",
+    )
     lab.set_defaults(handler=_lab)
 
     jars = commands.add_parser("jars", help="resolve the Kafka and Spark jars with Maven")
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--available-now",
         action="store_true",
-        help="process what the topic holds now, then stop (default: run until interrupted)",
+        help="process the messages in the topic now, then stop (default: run until interrupted)",
     )
     stream.set_defaults(handler=_stream)
 

@@ -27,6 +27,20 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_optional_int(name: str) -> int | None:
+    """Return the variable as a positive integer, or None when it is unset or empty."""
+    raw = _env(name, "")
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Addresses, credentials and folders of one lab."""
@@ -42,12 +56,30 @@ class Settings:
     )
     topic: str = field(default_factory=lambda: _env("LAB_TOPIC", "payments.transactions"))
     topic_partitions: int = field(default_factory=lambda: _env_int("LAB_TOPIC_PARTITIONS", 3))
+    # How long the producer retries one message, for example while the broker
+    # restarts, before it reports the message as failed.
+    delivery_timeout_ms: int = field(
+        default_factory=lambda: _env_int("LAB_DELIVERY_TIMEOUT_MS", 120_000)
+    )
+
+    # The streaming query's name: it names the checkpoint folder and the query's
+    # rows in stream_batch, so a query over another topic needs a name of its own.
+    query_name: str = field(default_factory=lambda: _env("LAB_QUERY_NAME", "fraud_transactions"))
+    # Most Kafka offsets one micro-batch reads; None reads all available offsets.
+    max_offsets_per_trigger: int | None = field(
+        default_factory=lambda: _env_optional_int("LAB_MAX_OFFSETS_PER_TRIGGER")
+    )
+    # Extra attempts of a micro-batch's PostgreSQL load after a lost connection.
+    sink_retries: int = field(default_factory=lambda: _env_int("LAB_SINK_RETRIES", 5))
 
     pg_host: str = field(default_factory=lambda: _env("LAB_PG_HOST", "127.0.0.1"))
     pg_port: int = field(default_factory=lambda: _env_int("LAB_PG_PORT", 5432))
     pg_user: str = field(default_factory=lambda: _env("LAB_PG_USER", "lab"))
     pg_password: str = field(default_factory=lambda: _env("LAB_PG_PASSWORD", "lab"))
     pg_database: str = field(default_factory=lambda: _env("LAB_PG_DATABASE", "payments"))
+
+    airflow_host: str = field(default_factory=lambda: _env("LAB_AIRFLOW_HOST", "127.0.0.1"))
+    airflow_port: int = field(default_factory=lambda: _env_int("LAB_AIRFLOW_PORT", 8080))
 
     @property
     def kafka_host(self) -> str:

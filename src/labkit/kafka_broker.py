@@ -138,7 +138,7 @@ def is_healthy(settings: Settings) -> bool:
 
 
 def start(settings: Settings) -> None:
-    """Start the broker unless it runs already, and wait until it answers requests."""
+    """Start the broker unless it runs already, and wait until it serves requests."""
     if is_running(settings):
         log.info("kafka already running (pid %s)", read_pid(_pid_file(settings)))
     else:

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg2
 
-from labkit import jars, kafka_broker, postgres
+from labkit import airflow_service, jars, kafka_broker, postgres
 from labkit.config import Settings
 from labkit.processes import LabError, wait_until
 
@@ -40,10 +40,11 @@ def _native(settings: Settings) -> bool:
     return settings.mode == "native"
 
 
-def up(settings: Settings) -> None:
+def up(settings: Settings, with_airflow: bool = False) -> None:
     """Start every service that is not running, wait until all are healthy, and prepare them.
 
-    Safe to run again on a running lab: it starts nothing twice.
+    Safe to run again on a running lab: it starts nothing twice. with_airflow
+    also starts Airflow's UI and scheduler (native lab only).
     """
     if _native(settings):
         kafka_broker.java_executable()
@@ -52,10 +53,14 @@ def up(settings: Settings) -> None:
         postgres.start(settings)
         kafka_broker.start(settings)
     else:
+        if with_airflow:
+            raise LabError("the compose lab runs Airflow itself, on http://127.0.0.1:8080")
         _wait_for_compose_services(settings)
 
     postgres.apply_schema(settings)
     kafka_broker.create_topic(settings)
+    if with_airflow:
+        airflow_service.start(settings)
     log.info("lab is up")
 
 
@@ -71,6 +76,7 @@ def down(settings: Settings) -> None:
         raise LabError(
             "the compose lab is stopped with 'docker compose -f lab/docker-compose.yml down'"
         )
+    airflow_service.stop(settings)
     kafka_broker.stop(settings)
     postgres.stop(settings)
     log.info("lab is down")
@@ -97,18 +103,27 @@ def status(settings: Settings) -> dict[str, Any]:
             "log": str(postgres.log_file(settings)),
         },
     ]
-    return {
-        "mode": settings.mode,
-        "healthy": kafka_healthy and postgres_healthy,
-        "services": services,
-    }
+    healthy = kafka_healthy and postgres_healthy
+    if _native(settings) and airflow_service.is_running(settings):
+        airflow_healthy = airflow_service.is_healthy(settings)
+        healthy = healthy and airflow_healthy
+        services.append(
+            {
+                "name": "airflow",
+                "address": f"{settings.airflow_host}:{settings.airflow_port}",
+                "url": airflow_service.url(settings),
+                "healthy": airflow_healthy,
+                "log": str(settings.logs_dir),
+            }
+        )
+    return {"mode": settings.mode, "healthy": healthy, "services": services}
 
 
 def reset(settings: Settings) -> None:
     """Empty the topic, the lab's tables, dbt's schemas and the streaming checkpoints together.
 
     They are cleared as one step because a checkpoint that remembers offsets of a
-    topic that no longer holds them would make the stream skip or fail.
+    topic that no longer contains them would make the stream skip or fail.
     """
     if not (kafka_broker.is_healthy(settings) and postgres.is_healthy(settings)):
         raise LabError("reset needs a running lab; start it with 'labkit lab up'")

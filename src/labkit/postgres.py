@@ -182,13 +182,25 @@ def _create_role_and_database(settings: Settings) -> None:
                     ),
                     (settings.pg_password,),
                 )
-            cur.execute("select 1 from pg_database where datname = %s", (settings.pg_database,))
+    finally:
+        conn.close()
+    create_database(settings, settings.pg_database)
+
+
+def create_database(settings: Settings, name: str) -> None:
+    """Create database name owned by the lab's role, unless it exists."""
+    conn = psycopg2.connect(**_superuser_kwargs(settings))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select 1 from pg_database where datname = %s", (name,))
             if cur.fetchone() is None:
                 cur.execute(
                     sql.SQL("create database {} owner {}").format(
-                        sql.Identifier(settings.pg_database), sql.Identifier(settings.pg_user)
+                        sql.Identifier(name), sql.Identifier(settings.pg_user)
                     )
                 )
+                log.info("created database %s", name)
     finally:
         conn.close()
 

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class LabError(RuntimeError):
-    """A lab service could not be started, reached or stopped; the message says what to do."""
+    """A lab service could not be started, reached or stopped; the message tells what to do."""
 
 
 def port_is_free(host: str, port: int) -> bool:

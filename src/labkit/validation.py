@@ -1,8 +1,8 @@
 """Parse and validate raw Kafka messages in Spark, giving each rejected one a reason.
 
 Messages are parsed into Spark's VARIANT type rather than a fixed struct, so the
-JSON type of each field stays visible: an id sent as a number or an amount sent
-as a float is rejected instead of being silently converted.
+JSON type of each field stays visible. An id sent as a number or an amount sent
+as a float is then rejected instead of being silently converted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ REQUIRED_TEXT_FIELDS = (
 )
 CHANNELS = ("card_present", "ecommerce")
 MAX_ID_LENGTH = 64
-# numeric(12, 2) holds at most ten digits before the decimal point.
+# numeric(12, 2) stores at most ten digits before the decimal point.
 MAX_INTEGER_DIGITS = 10
 # Older event times are taken for a broken clock, not a late transaction.
 OLDEST_EVENT_TIME = "2000-01-01 00:00:00"

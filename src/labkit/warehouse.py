@@ -85,7 +85,7 @@ def insert_labels(conn: Connection, labels: Iterable[tuple[str, str]]) -> int:
 
 @dataclass(frozen=True)
 class BatchCounts:
-    """What one micro-batch did to the warehouse; the four parts add up to messages."""
+    """Outcome counts of one micro-batch; loaded, duplicates and quarantined add up to messages."""
 
     messages: int
     loaded: int
@@ -173,7 +173,7 @@ def load_batch(
 ) -> BatchCounts:
     """Load one micro-batch in a single transaction: facts, duplicates, quarantine, batch row.
 
-    valid holds tuples in FACT_COLUMNS order, rejected in QUARANTINE_COLUMNS order.
+    valid contains tuples in FACT_COLUMNS order, rejected in QUARANTINE_COLUMNS order.
     """
     with conn, conn.cursor() as cur:
         cur.execute(_STAGE_TABLE)
