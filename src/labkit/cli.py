@@ -53,6 +53,20 @@ def _produce(args: argparse.Namespace) -> int:
         result = producer.produce_generated(
             settings, count=args.count, rate=args.rate, seed=args.seed
         )
+    return _print_produce_result(result)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from labkit import simulator
+
+    simulation_config = simulator.SimulatorConfig(
+        customers=args.customers, terminals=args.terminals, days=args.days, seed=args.seed
+    )
+    result = simulator.produce(config.load(), simulation_config, rate=args.rate)
+    return _print_produce_result(result)
+
+
+def _print_produce_result(result) -> int:
     print(json.dumps(result.summary()))
     if result.failed:
         log.error("%d messages were not delivered; their ids follow", len(result.failed))
@@ -113,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("--seed", type=int, default=1, help="seed of the transaction stream")
     produce.set_defaults(handler=_produce)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="simulate the fraud handbook's card transactions and send them to the topic",
+    )
+    simulate.add_argument("--days", type=int, default=183, help="days simulated from 2018-04-01")
+    simulate.add_argument("--customers", type=int, default=5000, help="number of customers")
+    simulate.add_argument("--terminals", type=int, default=10000, help="number of terminals")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    simulate.add_argument(
+        "--rate", type=float, default=None, help="messages per second (default: as fast as possible)"
+    )
+    simulate.set_defaults(handler=_simulate)
 
     stream = commands.add_parser("stream", help="run the Spark fraud query from Kafka to Postgres")
     stream.add_argument(
