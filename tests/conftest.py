@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import uuid
 from collections.abc import Iterator
 
 import psycopg2
 import pytest
+from kafka import KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
 from pyspark.sql import SparkSession
 
-from labkit import config, lab, producer, streaming
+from labkit import config, kafka_broker, lab, producer, streaming
 from labkit.config import Settings
 from labkit.generator import GeneratorConfig
 
@@ -62,3 +66,33 @@ def pg(loaded_lab: Settings) -> Iterator[psycopg2.extensions.connection]:
     conn.autocommit = True
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def scratch_topic(lab_running: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings whose topic is a new, empty topic of its own, deleted afterwards."""
+    name = f"test-{request.node.module.__name__.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:8]}"
+    settings = dataclasses.replace(lab_running, topic=name.replace("_", "-"))
+    kafka_broker.create_topic(settings)
+    yield settings
+    kafka_broker.delete_topic(settings)
+
+
+def consume_all(settings: Settings, expected: int) -> list[ConsumerRecord]:
+    """Read the topic from its first offset until expected records arrived or 5 s passed."""
+    consumer = KafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
+    records = []
+    try:
+        for record in consumer:
+            records.append(record)
+            if len(records) >= expected:
+                break
+    finally:
+        consumer.close()
+    return records

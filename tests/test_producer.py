@@ -11,43 +11,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
-from labkit import kafka_broker, producer
+from labkit import producer
 from labkit.generator import GeneratorConfig, build_world, generate_transactions
 from labkit.processes import LabError
 
-from .conftest import LOADED_COUNT, LOADED_SEED
+from .conftest import LOADED_COUNT, LOADED_SEED, consume_all
 
 LABKIT = str(Path(sys.executable).with_name("labkit"))
-
-
-@pytest.fixture
-def scratch_topic(lab_running):
-    """Settings whose topic is a new, empty topic of its own."""
-    settings = dataclasses.replace(lab_running, topic=f"test-producer-{uuid.uuid4().hex[:8]}")
-    kafka_broker.create_topic(settings)
-    yield settings
-    kafka_broker.delete_topic(settings)
-
-
-def consume_all(settings, expected: int) -> list:
-    consumer = KafkaConsumer(
-        settings.topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=5000,
-    )
-    records = []
-    try:
-        for record in consumer:
-            records.append(record)
-            if len(records) >= expected:
-                break
-    finally:
-        consumer.close()
-    return records
 
 
 def test_generated_transactions_arrive_keyed_by_card(scratch_topic):

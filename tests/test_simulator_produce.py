@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import uuid
 
 import psycopg2
 import pytest
-from kafka import KafkaConsumer
 
-from labkit import kafka_broker, simulator
+from labkit import simulator
+
+from .conftest import consume_all
 
 # 40 customers and 80 terminals on a 9 x 9 plane keep about the published
 # density. S5 is off because its 300 km journeys do not fit on that plane.
 TINY = simulator.SimulatorConfig(
     customers=40, terminals=80, plane_size=9.0, days=3, seed=5, impossible_travel_per_day=0
 )
-
-
-@pytest.fixture
-def scratch_topic(lab_running):
-    """Settings whose topic is a new, empty topic of its own."""
-    settings = dataclasses.replace(lab_running, topic=f"test-simulator-{uuid.uuid4().hex[:8]}")
-    kafka_broker.create_topic(settings)
-    yield settings
-    kafka_broker.delete_topic(settings)
 
 
 @pytest.fixture
@@ -53,25 +43,6 @@ def simulated_rows_removed(lab_running):
                 )
     finally:
         conn.close()
-
-
-def consume_all(settings, expected: int) -> list:
-    consumer = KafkaConsumer(
-        settings.topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=5000,
-    )
-    records = []
-    try:
-        for record in consumer:
-            records.append(record)
-            if len(records) >= expected:
-                break
-    finally:
-        consumer.close()
-    return records
 
 
 def fetch(settings, sql: str, params) -> list[tuple]:
