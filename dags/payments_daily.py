@@ -1,23 +1,39 @@
 """
 # payments_daily
 
-Rebuilds the payment marts with dbt once a day and logs how many rows they
-contain for the run's data interval.
+Builds and tests the payment marts with dbt once a day, for the day of data
+that the run's data interval covers, and logs how many rows the marts contain
+for that interval.
 
 1. `check_source_freshness` runs `dbt source freshness`. It warns when no
    transaction was loaded for 1 day and fails after 7 days.
-2. `build_models` runs `dbt seed`, then `dbt run`, which load the seeds and
-   build the staging views and the mart tables.
-3. `test_models` runs `dbt test`. One failing data test fails the task.
+2. `build_models` runs `dbt seed`, then `dbt run` with the data interval as
+   the vars `start` and `end`. The incremental daily marts (`daily_revenue`,
+   `daily_fraud_summary`) rebuild every UTC day that overlaps the interval,
+   the days of transactions loaded since their last run (late ones included)
+   and their lookback window. The other marts are rebuilt in full.
+3. `test_models` runs `dbt test`, which runs the data tests and the unit
+   tests. One failing test fails the task.
 4. `summarize` logs the mart row counts for the data interval.
 
-Each task starts only when the previous one succeeded, so a failing data test
+Each task starts only when the previous one succeeded, so a failing test
 stops the run before `summarize`.
 
 A run covers the UTC day before its logical date, so the run for 2018-04-02
-covers 2018-04-01. dbt gets that data interval as the vars `start` and `end`,
-but the models ignore them for now and rebuild the marts from every loaded
-transaction.
+covers 2018-04-01. The tasks take that interval from the run and never from
+the wall clock. Two checks compare with the current time on purpose, because
+they judge the warehouse as it is now: the freshness of `fact_transaction`
+and the age of inferred dimension rows. A backfill of old days therefore
+still fails when the stream has loaded nothing for 7 days.
+
+**Backfill.** A run rebuilds the days of its interval, so runs for a range of
+logical dates rebuild every day of the range, and the marts then equal a full
+build (tests/test_dag.py checks this). Without a scheduler, run
+`airflow dags test payments_daily DATE` once for each logical date, oldest
+first. `airflow backfill create --dag-id payments_daily --from-date ...
+--to-date ...` only creates queued runs, which the scheduler of
+`labkit lab up --with airflow` executes. Add `--dry-run` first to see which
+logical dates it picks.
 
 **Setup.** The dbt project and its `profiles.yml` are in the repository's
 `dbt/` folder. dbt is the executable next to the Python interpreter that runs
@@ -63,10 +79,15 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(minutes=30),
 }
 
-# Mart tables with one row per event_date. summarize counts their rows inside
-# the data interval, and counts the other marts in full.
+# Mart tables with one row per event_date (and currency). summarize counts
+# their rows inside the data interval, and counts the other marts in full.
 DATED_MARTS = ("daily_revenue", "daily_fraud_summary")
-UNDATED_MARTS = ("customer_kpis", "merchant_analytics")
+UNDATED_MARTS = (
+    "detection_quality",
+    "customer_kpis",
+    "merchant_category_sales",
+    "merchant_location_sales",
+)
 
 
 def dbt_command(*arguments: str) -> str:

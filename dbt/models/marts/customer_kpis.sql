@@ -18,6 +18,12 @@ fraud_labels as (
 
 ),
 
+countries as (
+
+    select * from {{ ref('countries') }}
+
+),
+
 labelled_transactions as (
 
     select
@@ -26,6 +32,7 @@ labelled_transactions as (
         transactions.amount,
         transactions.currency,
         transactions.is_flagged,
+        transactions.loaded_at,
         fraud_labels.transaction_id is not null as is_labelled_fraud
     from transactions
     left join fraud_labels
@@ -46,9 +53,38 @@ customer_totals as (
         count(*) filter (where is_flagged) as flagged_count,
         count(*) filter (where is_labelled_fraud) as labelled_fraud_count,
         min(event_time) as first_transaction_at,
-        max(event_time) as last_transaction_at
+        max(event_time) as last_transaction_at,
+        max(loaded_at) as last_loaded_at
     from labelled_transactions
     group by customer_id
+
+),
+
+-- A missing customer row counts as inferred. The foreign key of the fact
+-- table and the relationships test make that case an error elsewhere.
+customer_attributes as (
+
+    select
+        customer_totals.customer_id,
+        coalesce(customers.is_inferred, true) as is_inferred,
+        customers.city,
+        customers.country_code
+    from customer_totals
+    left join customers
+        on customer_totals.customer_id = customers.customer_id
+
+),
+
+-- An inferred customer is shown as the unknown member: city 'Unknown' in
+-- country 'ZZ', the code CLDR uses for an unknown region.
+customer_locations as (
+
+    select
+        customer_id,
+        is_inferred,
+        case when is_inferred then 'Unknown' else city end as city,
+        case when is_inferred then 'ZZ' else country_code end as country_code
+    from customer_attributes
 
 ),
 
@@ -56,9 +92,13 @@ final as (
 
     select
         customer_totals.customer_id,
-        customers.city,
-        customers.country_code,
-        customers.is_inferred,
+        customer_locations.city,
+        customer_locations.country_code,
+        case
+            when customer_locations.is_inferred then 'Unknown'
+            else countries.country_name
+        end as country_name,
+        customer_locations.is_inferred,
         customer_totals.transaction_count,
         customer_totals.currency_count,
         customer_totals.total_spend,
@@ -71,10 +111,13 @@ final as (
         ) as fraud_ratio,
         customer_totals.labelled_fraud_count,
         customer_totals.first_transaction_at,
-        customer_totals.last_transaction_at
+        customer_totals.last_transaction_at,
+        customer_totals.last_loaded_at
     from customer_totals
-    left join customers
-        on customer_totals.customer_id = customers.customer_id
+    inner join customer_locations
+        on customer_totals.customer_id = customer_locations.customer_id
+    left join countries
+        on customer_locations.country_code = countries.country_code
 
 )
 
