@@ -65,7 +65,7 @@ class Settings:
     # The streaming query's name: it names the checkpoint folder and the query's
     # rows in stream_batch, so a query over another topic needs a name of its own.
     query_name: str = field(default_factory=lambda: _env("LAB_QUERY_NAME", "fraud_transactions"))
-    # Most Kafka offsets one micro-batch reads; None reads all available offsets.
+    # The maximum number of Kafka offsets one micro-batch reads; None reads all available.
     max_offsets_per_trigger: int | None = field(
         default_factory=lambda: _env_optional_int("LAB_MAX_OFFSETS_PER_TRIGGER")
     )

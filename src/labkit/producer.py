@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from tqdm.auto import tqdm
 
 from labkit import generator, warehouse
@@ -19,10 +19,22 @@ from labkit.processes import LabError
 
 log = logging.getLogger(__name__)
 
+LINGER_MS = 20
+# The smallest LAB_DELIVERY_TIMEOUT_MS: a request needs time to reach the broker and return.
+MIN_DELIVERY_TIMEOUT_MS = 1000
+# Failed deliveries logged one by one; the rest are only counted.
+MAX_FAILURES_LOGGED = 10
+# Seconds that send_all waits for acknowledgements beyond the delivery timeout.
+FLUSH_MARGIN_SECONDS = 5.0
+
 
 @dataclass
 class ProduceResult:
-    """Messages sent, acknowledged by the broker, and the ids of those that failed."""
+    """Messages sent, acknowledged by the broker, and the ids of those that failed.
+
+    A failed message was not confirmed. It can still be in the topic when the
+    broker wrote it but its acknowledgement was lost.
+    """
 
     sent: int = 0
     delivered: int = 0
@@ -44,20 +56,31 @@ class ProduceResult:
 def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
     """Return a producer that waits for all in-sync replicas and never writes a message twice.
 
-    Raises LabError when no broker answers at settings.kafka_bootstrap.
+    Raises LabError when no broker responds at settings.kafka_bootstrap.
     """
+    delivery_timeout_ms = settings.delivery_timeout_ms
+    if delivery_timeout_ms < MIN_DELIVERY_TIMEOUT_MS:
+        raise ValueError(
+            f"LAB_DELIVERY_TIMEOUT_MS must be at least {MIN_DELIVERY_TIMEOUT_MS} ms, "
+            f"got {delivery_timeout_ms}"
+        )
     options: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "acks": "all",
         "enable_idempotence": True,
         "retries": 2**31 - 1,
-        # Give up on a message after two minutes of retries, for example while
-        # the broker restarts, and report it as failed.
-        "delivery_timeout_ms": 120_000,
-        "linger_ms": 20,
+        # Give up on a message after this many milliseconds of retries, for
+        # example while the broker restarts, and report it as failed.
+        "delivery_timeout_ms": delivery_timeout_ms,
+        # kafka-python rejects a delivery timeout below linger_ms + request_timeout_ms.
+        "request_timeout_ms": min(30_000, delivery_timeout_ms - LINGER_MS),
+        "linger_ms": LINGER_MS,
         "batch_size": 64 * 1024,
         "compression_type": "gzip",
         "client_id": "labkit-producer",
+        # kafka-python waits up to 30 s between reconnect attempts by default; a short
+        # cap resumes sending within seconds of a broker restart on the lab's loopback.
+        "reconnect_backoff_max_ms": 2000,
         "max_block_ms": 10_000,
     }
     options.update(overrides)
@@ -103,20 +126,59 @@ def send_all(
             result.sent += 1
             progress.update(1)
 
-    producer.flush()
+    _flush_or_abandon(producer)
+    undelivered = 0
     for message_id, future in futures:
         try:
             future.get(timeout=0)
             result.delivered += 1
         except KafkaError as error:
-            log.error("delivery failed for %s: %s", message_id, error)
+            undelivered += 1
+            if undelivered <= MAX_FAILURES_LOGGED:
+                log.error("delivery failed for %s: %s", message_id, error)
             result.failed.append(message_id)
+    if undelivered > MAX_FAILURES_LOGGED:
+        log.error(
+            "delivery failed for %d more messages; ProduceResult.failed lists every id",
+            undelivered - MAX_FAILURES_LOGGED,
+        )
     result.seconds = time.monotonic() - started
     log.info(
         "sent %d messages to %s: %d delivered, %d failed, in %.1f s",
         result.sent, topic, result.delivered, len(result.failed), result.seconds,
     )
     return result
+
+
+def _flush_or_abandon(producer: KafkaProducer) -> None:
+    # NOTE: kafka-python 3.0.12 stops expiring batches while an idempotent producer
+    # waits for a new producer id from an unreachable broker, so flush() without a
+    # timeout can wait forever once the broker is gone for good.
+    timeout = producer.config["delivery_timeout_ms"] / 1000 + FLUSH_MARGIN_SECONDS
+    try:
+        producer.flush(timeout=timeout)
+    except KafkaTimeoutError:
+        log.error(
+            "delivery not confirmed within %.0f s; closing the producer and counting every "
+            "unconfirmed message as failed", timeout,
+        )
+        # Dropping the unsent batches keeps a reported failure from arriving later.
+        close_producer(producer, timeout=0)
+
+
+def close_producer(producer: KafkaProducer, timeout: float = 10.0) -> None:
+    """Close the producer, waiting up to timeout seconds; then drop the messages still unsent.
+
+    A dropped message's future fails, so send_all counts it as failed.
+    """
+    try:
+        producer.close(timeout=timeout)
+    except KafkaTimeoutError:
+        # kafka-python 3.0.12's close() raises from its own flush before it would
+        # force the close, so the sender thread is stopped directly.
+        log.warning("producer still had unsent messages after %.0f s; dropping them", timeout)
+        producer._sender.force_close()
+        producer._sender.join(timeout=5)
 
 
 def produce_generated(
@@ -153,7 +215,7 @@ def produce_generated(
     try:
         result = send_all(producer, settings.topic, messages, total=count, rate=rate)
     finally:
-        producer.close()
+        close_producer(producer)
     result.fraud_labels = len(labels)
     return result
 
@@ -178,4 +240,4 @@ def produce_raw_file(settings: Settings, path: Path) -> ProduceResult:
     try:
         return send_all(producer, settings.topic, messages, total=len(lines))
     finally:
-        producer.close()
+        close_producer(producer)

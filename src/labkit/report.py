@@ -87,3 +87,23 @@ def collect(settings: Settings) -> dict[str, Any]:
         ),
         "marts": mart_row_counts(settings),
     }
+
+
+def stream_counts(settings: Settings) -> dict[str, int]:
+    """Return produced, loaded, quarantined, duplicates and unaccounted for settings.topic.
+
+    The same numbers as collect() without the marts and labels, cheap enough to
+    show after every step of a recovery exercise.
+    """
+    produced = topic_message_count(settings)
+    counts = warehouse.query(settings, _WAREHOUSE_COUNTS, {"topic": settings.topic}).iloc[0]
+    loaded, quarantined, duplicates = (
+        int(counts["loaded"]), int(counts["quarantined"]), int(counts["duplicates"])
+    )
+    return {
+        "produced": produced,
+        "loaded": loaded,
+        "quarantined": quarantined,
+        "duplicates": duplicates,
+        "unaccounted": produced - loaded - quarantined - duplicates,
+    }

@@ -3,29 +3,45 @@
 Run it with `labkit stream --available-now` (process what the topic holds, then
 stop) or `labkit stream` (run until interrupted). Each step is a function that
 notebook 02 calls one at a time.
+
+Test hook: when LAB_FAULT_KILL_AFTER_BATCH is set to a batch id, the sink sends
+SIGKILL to its own process group right after that batch's PostgreSQL transaction
+has committed, before Spark records the batch in the checkpoint. Recovery tests
+and notebook 06 use it to crash the query at exactly that point.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg2
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from labkit import jars, warehouse
+from labkit import checkpoints, jars, warehouse
 from labkit.config import Settings
+from labkit.processes import LabError
 from labkit.rules import DEFAULT_RULES, Rule, apply_rules
 from labkit.validation import validate
 
 log = logging.getLogger(__name__)
 
+# The default query name; settings.query_name (LAB_QUERY_NAME) overrides it.
 QUERY_NAME = "fraud_transactions"
+# The environment variable of the sink's test hook (see the module docstring).
+FAULT_KILL_AFTER_BATCH = "LAB_FAULT_KILL_AFTER_BATCH"
+# Seconds before the first retry of a failed PostgreSQL load; each retry doubles it.
+RETRY_FIRST_DELAY = 1.0
+RETRY_MAX_DELAY = 10.0
 # Timestamps leave Spark as ISO-8601 text in UTC, so no Python time zone can shift them.
 _TIMESTAMP_TEXT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 
@@ -54,17 +70,23 @@ def spark_session(settings: Settings, app_name: str = "payments-lab") -> SparkSe
 
 
 def read_transactions(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Return the topic as a streaming DataFrame of raw Kafka records, from the earliest offset."""
-    return (
+    """Return the topic as a streaming DataFrame of raw Kafka records, from the earliest offset.
+
+    settings.max_offsets_per_trigger, when set, caps the offsets one micro-batch reads.
+    """
+    reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
         .option("subscribe", settings.topic)
         .option("startingOffsets", "earliest")
         # A topic that lost offsets the checkpoint remembers stops the query
-        # instead of skipping data.
+        # instead of skipping data; checkpoints.verify_topic covers the cases
+        # that this option misses.
         .option("failOnDataLoss", "true")
-        .load()
     )
+    if settings.max_offsets_per_trigger is not None:
+        reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+    return reader.load()
 
 
 def score_transactions(raw: DataFrame, rules: Sequence[Rule] = DEFAULT_RULES) -> DataFrame:
@@ -84,16 +106,34 @@ def _rows_for_postgres(scored: DataFrame) -> DataFrame:
     return scored.select("reject_reason", "raw_value", *columns)
 
 
-def postgres_sink(settings: Settings, query_name: str) -> Callable[[DataFrame, int], None]:
-    """Return a foreachBatch function that loads each micro-batch with warehouse.load_batch.
+def _fault_batch_id() -> int | None:
+    raw = os.environ.get(FAULT_KILL_AFTER_BATCH, "").strip()
+    if not raw:
+        return None
+    try:
+        batch_id = int(raw)
+    except ValueError:
+        raise ValueError(f"{FAULT_KILL_AFTER_BATCH} must be a batch id, got {raw!r}") from None
+    if os.getpgrp() != os.getpid():
+        # Killing a group this process does not lead could kill the shell that started it.
+        raise LabError(
+            f"{FAULT_KILL_AFTER_BATCH} needs the stream to lead its own process group; "
+            "start it with setsid, or from Python with start_new_session=True"
+        )
+    log.warning("test hook: the process group dies after batch %d is loaded", batch_id)
+    return batch_id
 
-    The load is idempotent, so when Spark replays a batch after a crash the
-    tables end up as if it had run once.
-    """
-    connection = None
 
-    def write_batch(batch: DataFrame, batch_id: int) -> None:
-        nonlocal connection
+class _PostgresSink:
+    """The foreachBatch function: collect a micro-batch, load it, retry a lost connection."""
+
+    def __init__(self, settings: Settings, query_name: str) -> None:
+        self.settings = settings
+        self.query_name = query_name
+        self.connection: Any = None
+        self.fault_batch_id = _fault_batch_id()
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         started_at = datetime.now(UTC).isoformat()
         valid, rejected = [], []
@@ -107,16 +147,72 @@ def postgres_sink(settings: Settings, query_name: str) -> Callable[[DataFrame, i
                      row.reject_reason)
                 )
 
-        if connection is None or connection.closed:
-            connection = warehouse.connect(settings)
-        counts = warehouse.load_batch(connection, query_name, batch_id, valid, rejected, started_at)
+        counts = self._load(batch_id, valid, rejected, started_at)
         log.info(
             "batch %d: %d messages, %d loaded, %d duplicates, %d quarantined, %d flagged, %.2f s",
             batch_id, counts.messages, counts.loaded, counts.duplicates, counts.quarantined,
             counts.flagged, time.monotonic() - started,
         )
+        if batch_id == self.fault_batch_id:
+            log.warning(
+                "test hook %s=%d: sending SIGKILL to process group %d after the load committed",
+                FAULT_KILL_AFTER_BATCH, batch_id, os.getpgrp(),
+            )
+            os.killpg(os.getpgrp(), signal.SIGKILL)
 
-    return write_batch
+    def _load(
+        self, batch_id: int, valid: list[tuple], rejected: list[tuple], started_at: str
+    ) -> warehouse.BatchCounts:
+        # load_batch is one transaction and idempotent, so running it again after
+        # a lost connection is safe even when the lost attempt had committed.
+        attempts = self.settings.sink_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                if self.connection is None or self.connection.closed:
+                    self.connection = warehouse.connect(self.settings)
+                return warehouse.load_batch(
+                    self.connection, self.query_name, batch_id, valid, rejected, started_at
+                )
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                self._close()
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+                if attempt == attempts:
+                    log.error(
+                        "batch %d: PostgreSQL load failed after %d attempts: %s",
+                        batch_id, attempts, reason,
+                    )
+                    raise LabError(
+                        f"batch {batch_id} could not be loaded into PostgreSQL at "
+                        f"{self.settings.pg_host}:{self.settings.pg_port} after {attempts} "
+                        f"attempts ({reason}). Start PostgreSQL ('labkit lab up') and run "
+                        f"'labkit stream' again: the query resumes at batch {batch_id}"
+                    ) from error
+                delay = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2 ** (attempt - 1))
+                log.warning(
+                    "batch %d: PostgreSQL load failed (attempt %d of %d): %s; retrying in %.0f s",
+                    batch_id, attempt, attempts, reason, delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except psycopg2.Error as error:
+                log.debug("closing a broken PostgreSQL connection failed: %s", error)
+        self.connection = None
+
+
+def postgres_sink(settings: Settings, query_name: str) -> Callable[[DataFrame, int], None]:
+    """Return a foreachBatch function that loads each micro-batch with warehouse.load_batch.
+
+    The load is idempotent, so when Spark replays a batch after a crash the
+    tables end up as if it had run once. A lost PostgreSQL connection is retried
+    settings.sink_retries times, with a logged warning per attempt. After that
+    the function raises LabError and the query stops.
+    """
+    return _PostgresSink(settings, query_name)
 
 
 def start(
@@ -125,14 +221,22 @@ def start(
     rules: Sequence[Rule] = DEFAULT_RULES,
     available_now: bool = False,
     trigger_seconds: float = 2.0,
-    query_name: str = QUERY_NAME,
+    query_name: str | None = None,
 ) -> StreamingQuery:
-    """Start the fraud query with its checkpoint in settings.checkpoint_dir/query_name."""
+    """Start the fraud query with its checkpoint in settings.checkpoint_dir/query_name.
+
+    query_name defaults to settings.query_name. Raises LabError, before Spark
+    starts anything, when the checkpoint does not match the topic (see
+    labkit.checkpoints).
+    """
+    query_name = query_name or settings.query_name
+    checkpoint = settings.checkpoint_dir / query_name
+    checkpoints.verify_topic(settings, checkpoint)
     scored = score_transactions(read_transactions(spark, settings), rules)
     writer = (
         scored.writeStream.queryName(query_name)
         .foreachBatch(postgres_sink(settings, query_name))
-        .option("checkpointLocation", str(settings.checkpoint_dir / query_name))
+        .option("checkpointLocation", str(checkpoint))
     )
     if available_now:
         writer = writer.trigger(availableNow=True)
@@ -144,14 +248,39 @@ def start(
 
 
 def run(settings: Settings, available_now: bool = False) -> None:
-    """Run the fraud query until the topic is drained (available_now) or until interrupted."""
+    """Run the fraud query until the topic is drained (available_now) or until interrupted.
+
+    Raises LabError when the query fails, with the cause and what to do next.
+    """
+    # Checked before Spark starts too, so a mismatch fails in seconds, not after Spark's start.
+    checkpoints.verify_topic(settings, settings.checkpoint_dir / settings.query_name)
     spark = spark_session(settings)
-    query = start(spark, settings, available_now=available_now)
     try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        log.info("stopping query %s", query.name)
-        query.stop()
+        query = start(spark, settings, available_now=available_now)
+        try:
+            query.awaitTermination()
+        except KeyboardInterrupt:
+            log.info("stopping query %s", query.name)
+            query.stop()
+        except StreamingQueryException as error:
+            summary = _failure_summary(error)
+            raise LabError(f"query {settings.query_name} failed: {summary}") from None
     finally:
         spark.stop()
-    log.info("query %s stopped", QUERY_NAME)
+    log.info("query %s stopped", settings.query_name)
+
+
+def _failure_summary(error: StreamingQueryException) -> str:
+    """Return the cause of a query failure and what to do next, without Spark's stack trace."""
+    text = str(error)
+    # A LabError raised in the sink arrives inside the Python traceback that Spark
+    # carries, and its message already names the next step.
+    marker = f"{LabError.__module__}.{LabError.__name__}: "
+    if marker in text:
+        return text.rsplit(marker, 1)[1].splitlines()[0].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0][:500] if lines else type(error).__name__
+    return (
+        f"{first}. The checkpoint ends at the last batch that completed, so once the cause "
+        "is fixed, 'labkit stream' resumes there and the sink loads a replayed batch once"
+    )
