@@ -60,6 +60,8 @@ def spark_session(settings: Settings, app_name: str = "payments-lab") -> SparkSe
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        # Scratch files stay in the lab's folder: a killed JVM cannot clean up.
+        .config("spark.local.dir", str(settings.home / "spark-scratch"))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
