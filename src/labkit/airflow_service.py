@@ -4,6 +4,9 @@
 database `airflow` on the lab's PostgreSQL server, so the scheduler can use the
 LocalExecutor. The scheduler starts without its log server, which would listen
 on every interface; task logs are still written to AIRFLOW_HOME/logs.
+
+The functions at the end of the module run `airflow dags test` instead, which
+needs none of these processes.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import postgres
+from labkit import dbt_runner, postgres
 from labkit.config import REPO_ROOT, Settings
 from labkit.processes import (
     LabError,
@@ -156,3 +160,88 @@ def stop(settings: Settings) -> None:
         if pid is not None:
             stop_process_group(pid, f"airflow {component}")
         _pid_file(settings, component).unlink(missing_ok=True)
+
+
+# `airflow dags test` runs a DAG's tasks one after the other in a single
+# process, without scheduler or API server. The functions below give those runs
+# a SQLite metadata database of their own in AIRFLOW_HOME, so they need no
+# running Airflow service. Their runs therefore do not appear in the UI of
+# `labkit lab up --with airflow`, which keeps its metadata in PostgreSQL.
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """Exit code and combined stdout and stderr of one Airflow command."""
+
+    arguments: tuple[str, ...]
+    exit_code: int
+    output: str
+
+    @property
+    def command(self) -> str:
+        return " ".join(["airflow", *self.arguments])
+
+
+def dags_test_database(settings: Settings) -> Path:
+    """Return the SQLite file that contains the metadata of the lab's `airflow dags test` runs."""
+    return home(settings) / "airflow.db"
+
+
+def dags_test_environment(settings: Settings) -> dict[str, str]:
+    """Return the environment of `airflow dags test` and of Airflow imported in a notebook.
+
+    The DAG's dbt tasks and its summarize task read the lab's LAB_PG_* settings
+    from it, and dbt writes its artifacts and log to the lab's folder.
+    """
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(home(settings)),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{dags_test_database(settings)}",
+        LAB_PG_HOST=settings.pg_host,
+        LAB_PG_PORT=str(settings.pg_port),
+        LAB_PG_USER=settings.pg_user,
+        LAB_PG_PASSWORD=settings.pg_password,
+        LAB_PG_DATABASE=settings.pg_database,
+        DBT_TARGET_PATH=str(dbt_runner.target_dir(settings)),
+        DBT_LOG_PATH=str(dbt_runner.log_dir(settings)),
+        DBT_SEND_ANONYMOUS_USAGE_STATS="False",
+    )
+    return env
+
+
+def _run_airflow(settings: Settings, arguments: list[str], timeout: float) -> CommandResult:
+    finished = subprocess.run(
+        [_airflow(), *arguments],
+        env=dags_test_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return CommandResult(tuple(arguments), finished.returncode, finished.stdout + finished.stderr)
+
+
+def migrate_dags_test_database(settings: Settings) -> None:
+    """Create or upgrade the metadata tables in dags_test_database, unless they are current."""
+    home(settings).mkdir(parents=True, exist_ok=True)
+    result = _run_airflow(settings, ["db", "migrate"], timeout=600)
+    if result.exit_code != 0:
+        raise LabError(
+            f"airflow db migrate failed for {dags_test_database(settings)} "
+            f"(exit code {result.exit_code}):\n{result.output[-2000:]}"
+        )
+
+
+def dags_test(
+    settings: Settings, dag_id: str, logical_date: str, timeout: float = 1800
+) -> CommandResult:
+    """Run `airflow dags test dag_id logical_date` and return its exit code and output.
+
+    The command replaces an earlier run of the same DAG and logical date. It
+    exits with 1 when a task failed. It also waits for the retries of a failing
+    task, which can take many minutes with the DAG's retry delays, hence the
+    long default timeout in seconds.
+    """
+    return _run_airflow(settings, ["dags", "test", dag_id, logical_date], timeout=timeout)
