@@ -188,11 +188,7 @@ def produce_generated(
     seed: int = 1,
     config: generator.GeneratorConfig | None = None,
 ) -> ProduceResult:
-    """Write the world's dimensions and the fraud labels to Postgres, then send count transactions.
-
-    The labels go to Postgres before any message is sent, so the ground truth
-    is complete for every transaction the stream can see.
-    """
+    """Generate count transactions of the world in config and produce them with their labels."""
     if count < 0:
         raise ValueError(f"count must be zero or more, got {count}")
     config = config or generator.GeneratorConfig()
@@ -200,10 +196,31 @@ def produce_generated(
     transactions = list(generator.generate_transactions(world, config, count, seed))
     labels = [(t.transaction_id, t.fraud_scenario) for t in transactions if t.fraud_scenario]
 
+    dimensions = {
+        "dim_customer": world.rows("customers"),
+        "dim_card": world.rows("cards"),
+        "dim_merchant": world.rows("merchants"),
+    }
+    return produce_transactions(settings, dimensions, labels, transactions, count, rate)
+
+
+def produce_transactions(
+    settings: Settings,
+    dimensions: dict[str, list[dict[str, object]]],
+    labels: list[tuple[str, str]],
+    transactions: Iterable[generator.Transaction],
+    total: int,
+    rate: float | None = None,
+) -> ProduceResult:
+    """Upsert dimension rows by table and store fraud labels, then send the transactions.
+
+    The labels go to Postgres before any message is sent, so the ground truth
+    is complete for every transaction the stream can see. Each message is keyed
+    by card_id, so one card's transactions stay in order within a partition.
+    """
     with warehouse.connect(settings) as conn:
-        warehouse.upsert_dimension(conn, "dim_customer", world.rows("customers"))
-        warehouse.upsert_dimension(conn, "dim_card", world.rows("cards"))
-        warehouse.upsert_dimension(conn, "dim_merchant", world.rows("merchants"))
+        for table, rows in dimensions.items():
+            warehouse.upsert_dimension(conn, table, rows)
         warehouse.insert_labels(conn, labels)
     conn.close()
 
@@ -213,7 +230,7 @@ def produce_generated(
     )
     producer = make_producer(settings)
     try:
-        result = send_all(producer, settings.topic, messages, total=count, rate=rate)
+        result = send_all(producer, settings.topic, messages, total=total, rate=rate)
     finally:
         close_producer(producer)
     result.fraud_labels = len(labels)

@@ -20,7 +20,6 @@ fraud labels for the fraud_label table only.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from labkit import producer, simulated_dimensions, warehouse
+from labkit import producer, simulated_dimensions
 from labkit.config import Settings
 from labkit.fraud_scenarios import (
     HONEST,
@@ -318,26 +317,19 @@ def produce(settings: Settings, config: SimulatorConfig | None = None,
     sending to that many messages per second.
     """
     simulation = simulate(config)
-    labels = simulation.labels()
-    with warehouse.connect(settings) as conn:
-        warehouse.upsert_dimension(conn, "dim_customer", simulation.rows("customers"))
-        warehouse.upsert_dimension(conn, "dim_card", simulation.rows("cards"))
-        warehouse.upsert_dimension(conn, "dim_merchant", simulation.rows("merchants"))
-        warehouse.insert_labels(conn, labels)
-    conn.close()
-
-    messages = (
-        (t.transaction_id, t.card_id.encode(), json.dumps(t.to_message()).encode())
-        for t in simulation.iter_transactions()
+    dimensions = {
+        "dim_customer": simulation.rows("customers"),
+        "dim_card": simulation.rows("cards"),
+        "dim_merchant": simulation.rows("merchants"),
+    }
+    return producer.produce_transactions(
+        settings,
+        dimensions,
+        simulation.labels(),
+        simulation.iter_transactions(),
+        total=len(simulation.columns),
+        rate=rate,
     )
-    kafka_producer = producer.make_producer(settings)
-    try:
-        result = producer.send_all(kafka_producer, settings.topic, messages,
-                                   total=len(simulation.columns), rate=rate)
-    finally:
-        kafka_producer.close()
-    result.fraud_labels = len(labels)
-    return result
 
 
 def _terminals_in_reach(
