@@ -393,6 +393,8 @@ STATES_AFTER_FAILED_TEST = {
 @pytest.fixture(scope="module")
 def payments_dag(settings):
     """The payments_daily DAG, parsed by Airflow's DagBag with the lab's Airflow settings."""
+    # DagBag reads Airflow's metadata database, which a fresh lab does not have yet.
+    airflow_service.migrate_dags_test_database(settings)
     environment = airflow_service.dags_test_environment(settings)
     with pytest.MonkeyPatch.context() as patch:
         # Airflow reads its settings when it is first imported.
