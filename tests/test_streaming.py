@@ -15,7 +15,7 @@ import pytest
 
 from labkit import kafka_broker, producer, report, streaming
 from labkit.generator import GeneratorConfig, build_world, generate_transactions
-from labkit.rules import DEFAULT_RULES
+from labkit.rules import DEFAULT_RULES, STATELESS_RULES
 
 from .conftest import LOADED_COUNT, LOADED_SEED
 
@@ -81,8 +81,11 @@ def test_rule_fired_exactly_where_its_condition_holds(loaded_lab, pg, rule):
     )
 
     assert fired == holds
-    assert fired > 0
     assert disagree == 0
+    if rule in STATELESS_RULES:
+        # The generated data has no card-testing bursts or travel; test_detection
+        # checks the stateful rules on simulated data.
+        assert fired > 0
 
 
 def test_flags_follow_the_score_threshold(loaded_lab, pg):

@@ -1,4 +1,4 @@
-"""Message validation and fraud rules in a real Spark session, on hand-made Kafka records."""
+"""Message validation in a real Spark session, on hand-made Kafka records."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from labkit.rules import DEFAULT_RULES, Rule, apply_rules
 from labkit.validation import validate
 
 # The columns Spark's Kafka source gives every record.
@@ -148,54 +147,3 @@ def test_every_record_keeps_its_kafka_position(spark):
     assert [row.kafka_offset for row in rows] == [0, 1, 2]
     assert [row.raw_value for row in rows][1] == bytearray(b"bad")
     assert [row.reject_reason for row in rows] == [None, "malformed_json", None]
-
-
-def scored(spark, rules, **changes) -> Row:
-    frame = spark.createDataFrame(
-        [(None, message(**changes), "t", 0, 0, datetime(2026, 1, 1))], KAFKA_SCHEMA
-    )
-    return apply_rules(validate(frame), rules).collect()[0]
-
-
-def test_no_rule_fires_on_an_ordinary_payment(spark):
-    row = scored(spark, DEFAULT_RULES)
-
-    assert row.fraud_rules == []
-    assert row.fraud_score == Decimal("0.000")
-    assert row.is_flagged is False
-
-
-def test_high_amount_online_fires_two_rules(spark):
-    row = scored(spark, DEFAULT_RULES, amount="800.00", channel="ecommerce")
-
-    assert row.fraud_rules == ["high_amount", "large_online"]
-    assert row.fraud_score == Decimal("0.900")
-    assert row.is_flagged is True
-
-
-def test_score_is_capped_at_one(spark):
-    row = scored(spark, DEFAULT_RULES, amount="900.00", channel="ecommerce", mcc="7995")
-
-    assert row.fraud_rules == ["high_amount", "high_risk_merchant", "large_online"]
-    assert row.fraud_score == Decimal("1.000")
-
-
-def test_weak_rule_alone_does_not_flag(spark):
-    row = scored(spark, DEFAULT_RULES, amount="300.00", channel="ecommerce")
-
-    assert row.fraud_rules == ["large_online"]
-    assert row.is_flagged is False
-
-
-def test_custom_rule_is_applied(spark):
-    rules = [Rule("euro_only", "currency <> 'EUR'", 1.0, "any payment not in euro")]
-
-    assert scored(spark, rules, currency="GBP").fraud_rules == ["euro_only"]
-    assert scored(spark, rules).fraud_rules == []
-
-
-def test_rules_must_have_unique_names(spark):
-    twice = [DEFAULT_RULES[0], DEFAULT_RULES[0]]
-
-    with pytest.raises(ValueError, match="unique"):
-        scored(spark, twice)

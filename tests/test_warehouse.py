@@ -76,6 +76,9 @@ def staged(transaction_id: str, customer: str, card: str, merchant: str, offset:
         "customer_id": customer, "card_id": card, "merchant_id": merchant,
         "amount": Decimal("12.34"), "currency": "EUR", "channel": "ecommerce", "mcc": "5411",
         "fraud_score": Decimal("0.000"), "is_flagged": False, "fraud_rules": [],
+        "card_payments_10m": 1, "card_prior_payments": 0, "card_mean_amount": None,
+        "travel_km": None, "travel_kmh": None, "terminal_confirmed_frauds": 0,
+        "late_for_card_rules": False,
         "kafka_topic": "test-warehouse", "kafka_partition": 0, "kafka_offset": offset,
         "kafka_timestamp": "2026-01-01T00:00:00.000000Z",
     }

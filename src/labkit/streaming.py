@@ -1,4 +1,4 @@
-"""The streaming fraud query: Kafka -> validation -> fraud rules -> Postgres.
+"""The streaming fraud query: Kafka -> validation -> card state -> fraud rules -> Postgres.
 
 Run it with `labkit stream --available-now` (process what the topic holds, then
 stop) or `labkit stream` (run until interrupted). Each step is a function that
@@ -18,8 +18,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg2
 from pyspark.errors import StreamingQueryException
@@ -27,11 +28,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from labkit import checkpoints, jars, warehouse
+from labkit import checkpoints, features, jars, warehouse
 from labkit.config import Settings
 from labkit.processes import LabError
 from labkit.rules import DEFAULT_RULES, Rule, apply_rules
 from labkit.validation import validate
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +94,37 @@ def read_transactions(spark: SparkSession, settings: Settings) -> DataFrame:
     return reader.load()
 
 
-def score_transactions(raw: DataFrame, rules: Sequence[Rule] = DEFAULT_RULES) -> DataFrame:
-    """Validate raw Kafka records and apply the fraud rules to the valid ones."""
-    return apply_rules(validate(raw), rules)
+def merchant_locations(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Return dim_merchant's (merchant_id, latitude, longitude) as a small static DataFrame.
+
+    The query reads it once, when it starts: a merchant added later has no
+    location until the query restarts, so impossible_travel cannot fire there.
+    """
+    try:
+        with closing(warehouse.connect(settings)) as conn:
+            rows = warehouse.merchant_locations(conn)
+    except psycopg2.OperationalError as error:
+        raise LabError(
+            f"cannot read merchant locations from PostgreSQL at {settings.pg_host}:"
+            f"{settings.pg_port} ({str(error).strip()}); start the lab with 'labkit lab up'"
+        ) from None
+    return spark.createDataFrame(
+        rows, "merchant_id string, latitude decimal(9,6), longitude decimal(9,6)"
+    )
+
+
+def card_features(raw: DataFrame, merchants: DataFrame) -> DataFrame:
+    """Validate raw Kafka records, add merchant locations, then the card features from state."""
+    located = features.with_merchant_locations(validate(raw), merchants)
+    return features.with_card_features(located)
 
 
 def _as_text(column: str) -> F.Column:
     return F.date_format(F.col(column), _TIMESTAMP_TEXT).alias(column)
+
+
+def _event_time(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
 def _rows_for_postgres(scored: DataFrame) -> DataFrame:
@@ -127,19 +154,27 @@ def _fault_batch_id() -> int | None:
 
 
 class _PostgresSink:
-    """The foreachBatch function: collect a micro-batch, load it, retry a lost connection."""
+    """The foreachBatch function: score a micro-batch, load it, retry a lost connection."""
 
-    def __init__(self, settings: Settings, query_name: str) -> None:
+    def __init__(self, settings: Settings, query_name: str, rules: Sequence[Rule]) -> None:
         self.settings = settings
         self.query_name = query_name
+        self.rules = rules
         self.connection: Any = None
         self.fault_batch_id = _fault_batch_id()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         started_at = datetime.now(UTC).isoformat()
+        # Scoring reads the batch twice; caching it keeps the card state from running twice.
+        batch.persist()
+        try:
+            scored = self._score(batch, batch_id)
+            rows = _rows_for_postgres(scored).collect()
+        finally:
+            batch.unpersist()
         valid, rejected = [], []
-        for row in _rows_for_postgres(batch).collect():
+        for row in rows:
             if row.reject_reason is None:
                 valid.append(tuple(row[name] for name in warehouse.FACT_COLUMNS))
             else:
@@ -149,11 +184,17 @@ class _PostgresSink:
                      row.reject_reason)
                 )
 
-        counts = self._load(batch_id, valid, rejected, started_at)
+        counts = self._retrying(
+            batch_id,
+            lambda conn: warehouse.load_batch(
+                conn, self.query_name, batch_id, valid, rejected, started_at
+            ),
+        )
         log.info(
-            "batch %d: %d messages, %d loaded, %d duplicates, %d quarantined, %d flagged, %.2f s",
+            "batch %d: %d messages, %d loaded, %d duplicates, %d quarantined, %d flagged, "
+            "%d late, %.2f s",
             batch_id, counts.messages, counts.loaded, counts.duplicates, counts.quarantined,
-            counts.flagged, time.monotonic() - started,
+            counts.flagged, counts.late, time.monotonic() - started,
         )
         if batch_id == self.fault_batch_id:
             log.warning(
@@ -162,19 +203,42 @@ class _PostgresSink:
             )
             os.killpg(os.getpgrp(), signal.SIGKILL)
 
-    def _load(
-        self, batch_id: int, valid: list[tuple], rejected: list[tuple], started_at: str
-    ) -> warehouse.BatchCounts:
-        # load_batch is one transaction and idempotent, so running it again after
-        # a lost connection is safe even when the lost attempt had committed.
+    def _score(self, batch: DataFrame, batch_id: int) -> DataFrame:
+        """Add terminal_confirmed_frauds from the labels in PostgreSQL, then apply the rules."""
+        payments = [
+            (row.transaction_id, row.merchant_id, _event_time(row.micros))
+            for row in batch.where("reject_reason is null")
+            .select("transaction_id", "merchant_id",
+                    F.unix_micros("event_time").alias("micros"))
+            .collect()
+        ]
+        frauds = []
+        if payments:
+            first = min(event_time for _, _, event_time in payments)
+            last = max(event_time for _, _, event_time in payments)
+            delay = features.FEEDBACK_DELAY
+            frauds = self._retrying(
+                batch_id,
+                lambda conn: warehouse.confirmed_frauds(
+                    conn, payments, first - delay - features.FEEDBACK_WINDOW, last - delay
+                ),
+            )
+        confirmed = batch.sparkSession.createDataFrame(
+            frauds, "merchant_id string, fraud_time timestamp"
+        )
+        return apply_rules(features.with_terminal_feedback(batch, confirmed), self.rules)
+
+    def _retrying(self, batch_id: int, action: Callable[[Any], T]) -> T:
+        """Run action with a PostgreSQL connection, reconnecting and retrying when it is lost."""
+        # Every action is one transaction and idempotent (reads, or load_batch), so
+        # running it again after a lost connection is safe even when the lost
+        # attempt had committed.
         attempts = self.settings.sink_retries + 1
         for attempt in range(1, attempts + 1):
             try:
                 if self.connection is None or self.connection.closed:
                     self.connection = warehouse.connect(self.settings)
-                return warehouse.load_batch(
-                    self.connection, self.query_name, batch_id, valid, rejected, started_at
-                )
+                return action(self.connection)
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 self._close()
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
@@ -206,15 +270,20 @@ class _PostgresSink:
         self.connection = None
 
 
-def postgres_sink(settings: Settings, query_name: str) -> Callable[[DataFrame, int], None]:
-    """Return a foreachBatch function that loads each micro-batch with warehouse.load_batch.
+def postgres_sink(
+    settings: Settings, query_name: str, rules: Sequence[Rule] = DEFAULT_RULES
+) -> Callable[[DataFrame, int], None]:
+    """Return a foreachBatch function that scores each micro-batch and loads it.
+
+    The function adds the terminal feedback to the batch, applies rules and loads
+    the result with warehouse.load_batch.
 
     The load is idempotent, so when Spark replays a batch after a crash the
     tables end up as if it had run once. A lost PostgreSQL connection is retried
     settings.sink_retries times, with a logged warning per attempt. After that
     the function raises LabError and the query stops.
     """
-    return _PostgresSink(settings, query_name)
+    return _PostgresSink(settings, query_name, rules)
 
 
 def start(
@@ -234,10 +303,11 @@ def start(
     query_name = query_name or settings.query_name
     checkpoint = settings.checkpoint_dir / query_name
     checkpoints.verify_topic(settings, checkpoint)
-    scored = score_transactions(read_transactions(spark, settings), rules)
+    merchants = merchant_locations(spark, settings)
+    transactions = card_features(read_transactions(spark, settings), merchants)
     writer = (
-        scored.writeStream.queryName(query_name)
-        .foreachBatch(postgres_sink(settings, query_name))
+        transactions.writeStream.queryName(query_name)
+        .foreachBatch(postgres_sink(settings, query_name, rules))
         .option("checkpointLocation", str(checkpoint))
     )
     if available_now:

@@ -32,6 +32,8 @@ DIMENSION_COLUMNS = {
 FACT_COLUMNS = (
     "transaction_id", "event_time", "customer_id", "card_id", "merchant_id", "amount",
     "currency", "channel", "mcc", "fraud_score", "is_flagged", "fraud_rules",
+    "card_payments_10m", "card_prior_payments", "card_mean_amount", "travel_km", "travel_kmh",
+    "terminal_confirmed_frauds", "late_for_card_rules",
     "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
 )
 # Columns of a rejected message, in the order load_batch expects them.
@@ -92,6 +94,8 @@ class BatchCounts:
     duplicates: int
     quarantined: int
     flagged: int
+    # Loaded without card features because they arrived behind the watermark.
+    late: int
 
 
 _STAGE_TABLE = """
@@ -99,6 +103,9 @@ create temporary table if not exists stage_transaction (
     transaction_id text, event_time timestamptz, customer_id text, card_id text,
     merchant_id text, amount numeric(12, 2), currency char(3), channel text,
     mcc char(4), fraud_score numeric(4, 3), is_flagged boolean, fraud_rules text[],
+    card_payments_10m integer, card_prior_payments integer, card_mean_amount numeric(12, 2),
+    travel_km numeric(9, 1), travel_kmh numeric(10, 1), terminal_confirmed_frauds integer,
+    late_for_card_rules boolean,
     kafka_topic text, kafka_partition integer, kafka_offset bigint,
     kafka_timestamp timestamptz
 ) on commit delete rows
@@ -149,7 +156,8 @@ _COUNT_OUTCOMES = """
 select
     count(f.transaction_id),
     count(d.transaction_id),
-    count(*) filter (where f.is_flagged)
+    count(*) filter (where f.is_flagged),
+    count(*) filter (where f.late_for_card_rules)
 from stage_transaction as s
 left join fact_transaction as f
     on f.transaction_id = s.transaction_id
@@ -177,14 +185,14 @@ def load_batch(
     """
     with conn, conn.cursor() as cur:
         cur.execute(_STAGE_TABLE)
-        loaded = duplicates = flagged = 0
+        loaded = duplicates = flagged = late = 0
         if valid:
             execute_values(cur, "insert into stage_transaction values %s", valid, page_size=2000)
             cur.execute(_INFER_DIMENSIONS)
             cur.execute(_INSERT_FACTS)
             cur.execute(_RECORD_DUPLICATES)
             cur.execute(_COUNT_OUTCOMES)
-            loaded, duplicates, flagged = cur.fetchone()
+            loaded, duplicates, flagged, late = cur.fetchone()
 
         if rejected:
             execute_values(
@@ -201,19 +209,60 @@ def load_batch(
             duplicates=duplicates,
             quarantined=len(rejected),
             flagged=flagged,
+            late=late,
         )
         cur.execute(
             """
             insert into stream_batch (query_name, batch_id, messages, loaded, duplicates,
-                                      quarantined, flagged, started_at, finished_at)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, now())
+                                      quarantined, flagged, late, started_at, finished_at)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
             on conflict (query_name, batch_id) do update set
                 messages = excluded.messages, loaded = excluded.loaded,
                 duplicates = excluded.duplicates, quarantined = excluded.quarantined,
-                flagged = excluded.flagged, started_at = excluded.started_at,
+                flagged = excluded.flagged, late = excluded.late,
+                started_at = excluded.started_at,
                 finished_at = excluded.finished_at
             """,
             (query_name, batch_id, counts.messages, counts.loaded, counts.duplicates,
-             counts.quarantined, counts.flagged, started_at),
+             counts.quarantined, counts.flagged, counts.late, started_at),
         )
     return counts
+
+
+def merchant_locations(conn: Connection) -> list[tuple[str, Any, Any]]:
+    """Return (merchant_id, latitude, longitude) of every merchant with a known location."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "select merchant_id, latitude, longitude from dim_merchant "
+            "where latitude is not null and longitude is not null"
+        )
+        return cur.fetchall()
+
+
+def confirmed_frauds(
+    conn: Connection, batch: Sequence[tuple[str, str, Any]], after: Any, until: Any
+) -> list[tuple[str, Any]]:
+    """Return (merchant_id, fraud_time) of the labelled frauds from after (excluded) to until.
+
+    batch holds (transaction_id, merchant_id, event_time) of the micro-batch being
+    scored: its frauds are not loaded yet, but the older ones count for its newer
+    payments. Frauds already loaded come from fact_transaction.
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "select f.transaction_id, f.merchant_id, f.event_time from fact_transaction as f "
+            "join fraud_label as l using (transaction_id) "
+            "where f.event_time > %s and f.event_time <= %s",
+            (after, until),
+        )
+        frauds = {row[0]: row[1:] for row in cur.fetchall()}
+        cur.execute(
+            "select transaction_id from fraud_label where transaction_id = any(%s)",
+            ([transaction_id for transaction_id, _, _ in batch],),
+        )
+        labelled = {row[0] for row in cur.fetchall()}
+    # A replayed batch's frauds may be loaded already: the dict counts each one once.
+    for transaction_id, merchant_id, event_time in batch:
+        if transaction_id in labelled and after < event_time <= until:
+            frauds[transaction_id] = (merchant_id, event_time)
+    return list(frauds.values())

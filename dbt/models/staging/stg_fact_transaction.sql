@@ -25,10 +25,17 @@ renamed as (
         channel,
         mcc::text as mcc,
 
-        -- streaming fraud rules
+        -- streaming fraud rules, and the features the stateful ones read
         fraud_score,
         is_flagged,
         fraud_rules,
+        card_payments_10m,
+        card_prior_payments,
+        card_mean_amount,
+        travel_km,
+        travel_kmh,
+        terminal_confirmed_frauds,
+        late_for_card_rules,
 
         -- lineage
         kafka_topic,

@@ -51,6 +51,16 @@ create table if not exists fact_transaction (
     fraud_score     numeric(4, 3) not null default 0,
     is_flagged      boolean not null default false,
     fraud_rules     text[] not null default '{}',
+    -- What the stateful rules read (see labkit.features); null where there was
+    -- nothing to read, such as travel for an online payment.
+    card_payments_10m         integer,
+    card_prior_payments       integer,
+    card_mean_amount          numeric(12, 2),
+    travel_km                 numeric(9, 1),
+    travel_kmh                numeric(10, 1),
+    terminal_confirmed_frauds integer not null default 0,
+    -- Older than the watermark when it arrived: loaded without card features.
+    late_for_card_rules       boolean not null default false,
     kafka_topic     text not null,
     kafka_partition integer not null,
     kafka_offset    bigint not null,
@@ -99,6 +109,7 @@ create table if not exists stream_batch (
     duplicates   integer not null,
     quarantined  integer not null,
     flagged      integer not null,
+    late         integer not null default 0,
     started_at   timestamptz not null,
     finished_at  timestamptz not null,
     primary key (query_name, batch_id)

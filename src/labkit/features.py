@@ -1,0 +1,222 @@
+"""What the stateful fraud rules look at: a card's recent history and a terminal's confirmed fraud.
+
+Card features come from Spark's state store. The query groups the stream by
+card_id, and for each card update_cards keeps a few numbers between
+micro-batches: how many payments the card made and their mean amount, the times
+of its last few minutes of payments, and where and when its last card-present
+payment happened. Every transaction leaves with:
+
+- card_payments_10m: payments on the card in the CARD_WINDOW up to this one, itself included;
+- card_prior_payments and card_mean_amount: the count and mean amount of its earlier payments;
+- travel_km and travel_kmh: distance and speed from the card's previous card-present payment.
+
+The query's watermark trails the latest event time by WATERMARK_DELAY. A
+transaction older than the watermark is late: the card's state may already have
+forgotten the payments around it, so it gets no card features and
+late_for_card_rules is true. It is still loaded, and the batch counts it.
+
+Terminal feedback comes from the investigators. A fraud is confirmed
+FEEDBACK_DELAY after it happened, as a real investigation would take days.
+terminal_confirmed_frauds counts the frauds at the transaction's terminal that
+happened in the FEEDBACK_WINDOW before that delay, so they were already confirmed
+when the transaction happened. The confirmations are the fraud labels in
+PostgreSQL; the Kafka messages never carry them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
+from pyspark.sql.types import (
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+CARD_WINDOW = timedelta(minutes=10)
+WATERMARK_DELAY = "10 minutes"
+FEEDBACK_DELAY = timedelta(days=7)
+FEEDBACK_WINDOW = timedelta(days=7)
+EARTH_RADIUS_KM = 6371.0
+
+CARD_FEATURES = StructType([
+    StructField("card_payments_10m", IntegerType()),
+    StructField("card_prior_payments", IntegerType()),
+    StructField("card_mean_amount", DoubleType()),
+    StructField("travel_km", DoubleType()),
+    StructField("travel_kmh", DoubleType()),
+    StructField("late_for_card_rules", BooleanType()),
+])
+# Times are epoch milliseconds. recent holds the payment times still inside
+# CARD_WINDOW, comma-separated: PySpark 4.2 fails to read an array in a state schema.
+CARD_STATE = StructType([
+    StructField("payments", LongType()),
+    StructField("mean_amount", DoubleType()),
+    StructField("recent", StringType()),
+    StructField("present_time", LongType()),
+    StructField("present_latitude", DoubleType()),
+    StructField("present_longitude", DoubleType()),
+])
+_WINDOW_MS = int(CARD_WINDOW.total_seconds() * 1000)
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Return the great-circle distance between two points given in degrees."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    half_chord = (
+        math.sin((phi2 - phi1) / 2) ** 2
+        + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, half_chord)))
+
+
+class CardHistory:
+    """One card's state, and the features it gives each new payment in event-time order."""
+
+    def __init__(self, state: tuple | None = None) -> None:
+        payments, mean, recent, present_time, present_lat, present_lon = state or (
+            0, 0.0, "", None, None, None
+        )
+        self.payments = int(payments)
+        self.mean_amount = float(mean)
+        self.recent = [int(time_ms) for time_ms in recent.split(",") if time_ms]
+        self.present = (present_time, present_lat, present_lon)
+
+    def as_state(self) -> tuple:
+        recent = ",".join(str(time_ms) for time_ms in self.recent)
+        return (self.payments, self.mean_amount, recent, *self.present)
+
+    def add(self, time_ms: int, amount: float, card_present: bool,
+            latitude: float | None, longitude: float | None) -> tuple:
+        """Return the features of a payment at time_ms, then remember it."""
+        self.recent = [t for t in self.recent if t > time_ms - _WINDOW_MS]
+        in_window = 1 + sum(1 for t in self.recent if t <= time_ms)
+        prior, mean = self.payments, (round(self.mean_amount, 2) if self.payments else None)
+
+        km = kmh = None
+        previous_time, previous_lat, previous_lon = self.present
+        located = card_present and latitude is not None and longitude is not None
+        if located and previous_time is not None and previous_time <= time_ms:
+            km = distance_km(previous_lat, previous_lon, latitude, longitude)
+            hours = max(time_ms - previous_time, 1000) / 3_600_000
+            km, kmh = round(km, 1), round(km / hours, 1)
+        if located and (previous_time is None or previous_time <= time_ms):
+            self.present = (time_ms, latitude, longitude)
+
+        self.payments += 1
+        self.mean_amount += (amount - self.mean_amount) / self.payments
+        self.recent.append(time_ms)
+        return in_window, prior, mean, km, kmh, False
+
+
+def _nullable(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def update_cards(
+    key: tuple, frames: Iterator[pd.DataFrame], state: GroupState
+) -> Iterator[pd.DataFrame]:
+    """applyInPandasWithState function: add CARD_FEATURES to one card's rows of a micro-batch.
+
+    Rows that failed validation (reject_reason set) pass through without features
+    and leave the state alone, as do rows without a card.
+    """
+    rows = pd.concat(list(frames), ignore_index=True)
+    watermark_ms = state.getCurrentWatermarkMs()
+    history = CardHistory(state.get if state.exists else None)
+    features: list[tuple] = [(None, None, None, None, None, False)] * len(rows)
+
+    times = rows["event_time"].astype("int64") // 1_000_000  # ns -> ms
+    usable = rows["reject_reason"].isna() & rows["card_id"].notna()
+    for index in rows.index[usable][times[usable].argsort(kind="stable")]:
+        time_ms = int(times[index])
+        if time_ms < watermark_ms:
+            features[index] = (None, None, None, None, None, True)
+            continue
+        features[index] = history.add(
+            time_ms,
+            float(rows.at[index, "amount"]),
+            rows.at[index, "channel"] == "card_present",
+            _nullable(rows.at[index, "merchant_latitude"]),
+            _nullable(rows.at[index, "merchant_longitude"]),
+        )
+
+    if usable.any() and key[0] is not None:
+        state.update(history.as_state())
+    names = [field.name for field in CARD_FEATURES.fields]
+    extra = pd.DataFrame(features, columns=names, index=rows.index)
+    yield pd.concat([rows, extra], axis=1)
+
+
+def with_card_features(transactions: DataFrame) -> DataFrame:
+    """Add CARD_FEATURES to a stream of validated transactions with merchant locations.
+
+    transactions needs event_time, reject_reason, card_id, amount, channel,
+    merchant_latitude and merchant_longitude.
+    """
+    output = StructType(transactions.schema.fields + CARD_FEATURES.fields)
+    features = (
+        transactions.withWatermark("event_time", WATERMARK_DELAY)
+        .groupBy("card_id")
+        .applyInPandasWithState(
+            update_cards, output, CARD_STATE, "append", GroupStateTimeout.NoTimeout
+        )
+    )
+    return features.withColumns({
+        "card_mean_amount": F.col("card_mean_amount").cast("decimal(12,2)"),
+        "travel_km": F.col("travel_km").cast("decimal(9,1)"),
+        "travel_kmh": F.col("travel_kmh").cast("decimal(10,1)"),
+    })
+
+
+def with_merchant_locations(transactions: DataFrame, merchants: DataFrame) -> DataFrame:
+    """Left-join merchant_latitude and merchant_longitude from a (merchant_id, lat, lon) frame."""
+    located = merchants.select(
+        "merchant_id",
+        F.col("latitude").cast("double").alias("merchant_latitude"),
+        F.col("longitude").cast("double").alias("merchant_longitude"),
+    )
+    return transactions.join(F.broadcast(located), "merchant_id", "left")
+
+
+def with_terminal_feedback(transactions: DataFrame, frauds: DataFrame) -> DataFrame:
+    """Add terminal_confirmed_frauds: frauds at the terminal confirmed when the payment happened.
+
+    frauds has merchant_id and fraud_time, one row per fraud. A fraud counts for
+    a payment at time t when it happened in (t - FEEDBACK_DELAY - FEEDBACK_WINDOW,
+    t - FEEDBACK_DELAY].
+    """
+    delay = F.expr(f"INTERVAL {int(FEEDBACK_DELAY.total_seconds())} SECONDS")
+    span = F.expr(f"INTERVAL {int((FEEDBACK_DELAY + FEEDBACK_WINDOW).total_seconds())} SECONDS")
+    key = ["kafka_topic", "kafka_partition", "kafka_offset"]
+    payments = transactions.where("reject_reason is null").select(
+        *key, "merchant_id", "event_time"
+    )
+    counts = (
+        payments.alias("p")
+        .join(
+            F.broadcast(frauds).alias("f"),
+            (F.col("p.merchant_id") == F.col("f.merchant_id"))
+            & (F.col("f.fraud_time") <= F.col("p.event_time") - delay)
+            & (F.col("f.fraud_time") > F.col("p.event_time") - span),
+        )
+        .groupBy(*[F.col(f"p.{name}") for name in key])
+        .agg(F.count("*").cast("int").alias("terminal_confirmed_frauds"))
+    )
+    with_counts = transactions.join(counts, key, "left")
+    return with_counts.withColumn(
+        "terminal_confirmed_frauds",
+        F.when(F.col("reject_reason").isNull(),
+               F.coalesce("terminal_confirmed_frauds", F.lit(0))),
+    )
