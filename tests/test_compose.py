@@ -256,6 +256,61 @@ def test_airflow_versions_match_pyproject():
     )
 
 
+def metabase_service() -> dict:
+    """Return the definition of the service that runs the metabase/metabase image."""
+    for service in SERVICES.values():
+        if str(service.get("image", "")).startswith("metabase/metabase:"):
+            return service
+    raise AssertionError("no service runs a metabase/metabase image")
+
+
+def test_metabase_image_is_release_tag():
+    image = metabase_service()["image"]
+    # Release tags look like v0.64.1 or v0.64.1.5; the enterprise image starts with v1.
+    assert re.fullmatch(r"metabase/metabase:v0\.\d+\.\d+(\.\d+)?", image), (
+        f"{image!r} is not pinned to an open-source Metabase release such as v0.64.1.5"
+    )
+
+
+def test_metabase_published_on_loopback():
+    assert "127.0.0.1:3000:3000" in published_ports(metabase_service()), (
+        "Metabase's port 3000 is not published on 127.0.0.1:3000"
+    )
+
+
+def test_metabase_healthcheck_uses_api_health():
+    test = metabase_service()["healthcheck"]["test"]
+    command = " ".join(test) if isinstance(test, list) else str(test)
+    assert "127.0.0.1:3000/api/health" in command or "localhost:3000/api/health" in command, (
+        f"the Metabase health check does not request /api/health: {command!r}"
+    )
+
+
+def test_metabase_application_database_persisted():
+    service = metabase_service()
+    environment = service["environment"]
+    if environment.get("MB_DB_TYPE", "h2") != "h2":
+        assert environment.get("MB_DB_HOST"), "MB_DB_TYPE is set without MB_DB_HOST"
+        return
+    db_file = environment.get("MB_DB_FILE", "")
+    named_mounts = [
+        volume.split(":")[1]
+        for volume in service.get("volumes", [])
+        if volume.split(":")[0] in (COMPOSE.get("volumes") or {})
+    ]
+    assert any(db_file.startswith(target.rstrip("/") + "/") for target in named_mounts), (
+        f"MB_DB_FILE={db_file!r} is not on a named volume; mounts: {named_mounts}"
+    )
+
+
+def test_lab_containers_reach_metabase_by_service_name():
+    url = SERVICES["jupyter"]["environment"]["LAB_METABASE_URL"]
+    default = VARIABLE_REFERENCE.fullmatch(url).group(2)
+    service_name = next(name for name, service in SERVICES.items()
+                        if service is metabase_service())
+    assert default == f"http://{service_name}:3000", default
+
+
 def test_docker_compose_config_valid():
     docker_compose = shutil.which("docker-compose")
     if docker_compose is None:

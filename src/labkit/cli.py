@@ -152,7 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the lab's counts from Kafka and Postgres")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.set_defaults(handler=_report)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="create or update the Metabase dashboard on the dbt marts (Metabase at "
+        "LAB_METABASE_URL)",
+    )
+    dashboard.set_defaults(handler=_dashboard)
     return parser
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from labkit import metabase
+
+    result = metabase.provision(config.load())
+    print(json.dumps(result.summary()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

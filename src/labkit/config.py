@@ -81,6 +81,24 @@ class Settings:
     airflow_host: str = field(default_factory=lambda: _env("LAB_AIRFLOW_HOST", "127.0.0.1"))
     airflow_port: int = field(default_factory=lambda: _env_int("LAB_AIRFLOW_PORT", 8080))
 
+    # The read-only role that dashboards log in as. It may read the dbt marts and nothing else.
+    bi_user: str = field(default_factory=lambda: _env("LAB_BI_USER", "lab_bi"))
+    bi_password: str = field(default_factory=lambda: _env("LAB_BI_PASSWORD", "lab_bi"))
+
+    # Metabase's base URL, such as http://127.0.0.1:3000. Empty means that no Metabase is
+    # configured, and the dashboard provisioning skips.
+    metabase_url: str = field(default_factory=lambda: _env("LAB_METABASE_URL", "").rstrip("/"))
+    # The admin account that the first-run setup creates and provisioning logs in with.
+    metabase_user: str = field(
+        default_factory=lambda: _env("LAB_METABASE_USER", "lab-admin@example.com")
+    )
+    metabase_password: str = field(
+        default_factory=lambda: _env("LAB_METABASE_PASSWORD", "payments-lab-1")
+    )
+    # The PostgreSQL host as Metabase sees it, when it differs from LAB_PG_HOST: for
+    # example "postgres" when labkit runs on the host and Metabase in the compose lab.
+    metabase_pg_host: str = field(default_factory=lambda: _env("LAB_METABASE_PG_HOST", ""))
+
     @property
     def kafka_host(self) -> str:
         return self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
@@ -116,6 +134,10 @@ class Settings:
             "password": self.pg_password,
             "dbname": self.pg_database,
         }
+
+    def bi_connect_kwargs(self) -> dict[str, object]:
+        """Return psycopg2 connection arguments for the read-only BI role."""
+        return {**self.pg_connect_kwargs(), "user": self.bi_user, "password": self.bi_password}
 
 
 def load() -> Settings:

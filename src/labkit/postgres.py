@@ -182,6 +182,12 @@ def _create_role_and_database(settings: Settings) -> None:
                     ),
                     (settings.pg_password,),
                 )
+            create_bi_role(cur, settings)
+            # The superuser may reset the password, so a changed LAB_BI_PASSWORD takes effect.
+            cur.execute(
+                sql.SQL("alter role {} password %s").format(sql.Identifier(settings.bi_user)),
+                (settings.bi_password,),
+            )
     finally:
         conn.close()
     create_database(settings, settings.pg_database)
@@ -226,4 +232,42 @@ def apply_schema(settings: Settings) -> None:
     with psycopg2.connect(**settings.pg_connect_kwargs()) as conn:
         with conn.cursor() as cur:
             cur.execute(schema_sql())
+            # The compose lab has no superuser step, so the BI role is created here. Its
+            # lab user is the image's superuser; in the native lab the role exists already.
+            create_bi_role(cur, settings)
     conn.close()
+
+
+def create_bi_role(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
+    """Create the read-only BI role (settings.bi_user) unless it exists.
+
+    The role may log in and nothing more: dbt grants it USAGE on the marts schema
+    and SELECT on each mart (see dbt/dbt_project.yml), and the raw tables in
+    public stay out of its reach. Every transaction of the role starts read-only
+    as a second guard. Raises LabError when the role is missing and the
+    connected user may not create roles.
+    """
+    cur.execute("select 1 from pg_roles where rolname = %s", (settings.bi_user,))
+    if cur.fetchone() is not None:
+        return
+
+    role = sql.Identifier(settings.bi_user)
+    try:
+        cur.execute(
+            sql.SQL(
+                "create role {} login password %s "
+                "nosuperuser nocreatedb nocreaterole noinherit noreplication"
+            ).format(role),
+            (settings.bi_password,),
+        )
+        cur.execute(
+            sql.SQL("alter role {} set default_transaction_read_only = on").format(role)
+        )
+    except psycopg2.errors.InsufficientPrivilege:
+        raise LabError(
+            f"the read-only role {settings.bi_user!r} is missing and the role "
+            f"{settings.pg_user!r} may not create it; create it as a superuser with "
+            f"\"create role {settings.bi_user} login password '...'\", then run "
+            "'labkit lab up' again"
+        ) from None
+    log.info("created the read-only role %s", settings.bi_user)
