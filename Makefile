@@ -11,7 +11,7 @@ PYTHON ?= python3
 DEMO_COUNT ?= 10000
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
 
-.PHONY: demo test setup system jars up down status reset notebooks jupyter
+.PHONY: demo test setup system jars up down status reset notebooks jupyter bench
 
 setup: system $(BIN)/.installed jars
 
@@ -60,3 +60,9 @@ test: setup
 
 jupyter: up
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# Measure the lab against reference clients and write docs/benchmarks.md.
+# BENCH_ARGS=--quick checks the command in a few minutes; --notebooks adds the notebook suite.
+bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
