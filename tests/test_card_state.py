@@ -27,11 +27,17 @@ PAYMENTS = [
     (5, "2018-05-02T12:20:00+00:00", "19.00"),
     (6, "2018-05-02T12:40:00+00:00", "200.00"),
     (7, "2018-05-02T13:00:00+00:00", "20.00"),
-    # The watermark is now 12:50, labkit.features.WATERMARK_DELAY behind 13:00.
-    (8, "2018-05-02T10:30:00+00:00", "20.00"),
+    # The watermark is now 2018-05-01 13:00, labkit.features.WATERMARK_DELAY
+    # (a day) behind 13:00.
+    (8, "2018-05-01T10:30:00+00:00", "20.00"),
     (9, "2018-05-02T13:05:00+00:00", "20.00"),
+    # Rejected as event_time_in_future: it must not move the watermark either.
+    (10, "2999-01-01T00:00:00+00:00", "20.00"),
+    (11, "2018-05-02T13:10:00+00:00", "20.00"),
+    (12, "2018-05-02T13:15:00+00:00", "20.00"),
 ]
 LATE_OFFSET = 8
+REJECTED_OFFSET = 10
 
 
 def message(offset: int, event_time: str, amount: str, suffix: str) -> str:
@@ -90,15 +96,18 @@ def read_rows(settings: Settings) -> dict[int, dict]:
 def test_every_payment_is_loaded_the_late_one_included(streamed):
     _, rows, counts = streamed
 
-    assert sorted(rows) == [offset for offset, _, _ in PAYMENTS]
+    assert sorted(rows) == [offset for offset, _, _ in PAYMENTS if offset != REJECTED_OFFSET]
     assert counts["produced"] == len(PAYMENTS)
-    assert counts["loaded"] == len(PAYMENTS)
+    assert counts["loaded"] == len(PAYMENTS) - 1
+    assert counts["quarantined"] == 1
+    assert counts["unaccounted"] == 0
 
 
 def test_the_late_payment_is_counted_and_skips_card_rules(streamed):
     _, rows, counts = streamed
     late = rows[LATE_OFFSET]
 
+    # Offsets 11 and 12 come after the rejected far-future time and are on time.
     assert counts["late"] == 1
     assert late["late_for_card_rules"] is True
     assert late["card_payments_10m"] is None

@@ -113,6 +113,12 @@ def test_rules_must_have_unique_names(spark):
         scored(spark, [DEFAULT_RULES[0], DEFAULT_RULES[0]])
 
 
+@pytest.mark.parametrize("name", ["Big Amount", "rule,two", "", "9lives"])
+def test_rule_name_must_be_plain(spark, name):
+    with pytest.raises(ValueError, match="rule name"):
+        scored(spark, [Rule(name, "amount > 0", 0.5, "a rule with a bad name")])
+
+
 @pytest.mark.parametrize("weight", [0.0, 1.5, -0.2])
 def test_rule_weight_must_be_a_probability(spark, weight):
     with pytest.raises(ValueError, match="weight"):
@@ -158,7 +164,7 @@ def test_card_history_survives_a_round_trip_through_its_state():
         card.add(t * MINUTE_MS, 10.0 * (t + 1), True, 10.0, 10.0)
     restored = CardHistory(card.as_state())
 
-    assert restored.add(3 * MINUTE_MS, 40.0, True, 10.0, 10.0) == (4, 3, 20.0, 0.0, 0.0, False)
+    assert restored.add(3 * MINUTE_MS, 40.0, True, 10.0, 10.0) == (4, 3, 20.0, 0.0, 0.0)
 
 
 def test_distance_between_identical_points_is_zero():

@@ -1,10 +1,10 @@
 """What the stateful fraud rules look at: a card's recent history and a terminal's confirmed fraud.
 
 Card features come from Spark's state store. The query groups the stream by
-card_id, and for each card update_cards keeps a few numbers between
-micro-batches: how many payments the card made and their mean amount, the times
-of its last few minutes of payments, and where and when its last card-present
-payment happened. Every transaction leaves with:
+card_id, and update_cards keeps a few numbers per card between micro-batches.
+They are the card's payment count and mean amount, the times of its payments
+in the last few minutes, and the place and time of its last card-present
+payment. Every transaction leaves with:
 
 - card_payments_10m: payments on the card in the CARD_WINDOW up to this one, itself included;
 - card_prior_payments and card_mean_amount: the count and mean amount of its earlier payments;
@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -37,7 +38,6 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from pyspark.sql.types import (
     BooleanType,
     DoubleType,
-    IntegerType,
     LongType,
     StringType,
     StructField,
@@ -45,21 +45,27 @@ from pyspark.sql.types import (
 )
 
 CARD_WINDOW = timedelta(minutes=10)
-WATERMARK_DELAY = "10 minutes"
+# A replay of weeks of data reads three Kafka partitions whose event times drift
+# hours apart within one micro-batch; a day keeps such a replay on time.
+WATERMARK_DELAY = "1 day"
 FEEDBACK_DELAY = timedelta(days=7)
 FEEDBACK_WINDOW = timedelta(days=7)
 EARTH_RADIUS_KM = 6371.0
 
+# What update_cards returns. The counts travel as doubles, with NaN for null,
+# because pandas would need a slow object column to hold integers and nulls;
+# with_card_features casts them back to integers.
 CARD_FEATURES = StructType([
-    StructField("card_payments_10m", IntegerType()),
-    StructField("card_prior_payments", IntegerType()),
+    StructField("card_payments_10m", DoubleType()),
+    StructField("card_prior_payments", DoubleType()),
     StructField("card_mean_amount", DoubleType()),
     StructField("travel_km", DoubleType()),
     StructField("travel_kmh", DoubleType()),
     StructField("late_for_card_rules", BooleanType()),
 ])
-# Times are epoch milliseconds. recent holds the payment times still inside
-# CARD_WINDOW, comma-separated: PySpark 4.2 fails to read an array in a state schema.
+# Times are epoch milliseconds. recent contains the payment times still inside
+# CARD_WINDOW as comma-separated text, because PySpark 4.2 fails to read an
+# array in a state schema.
 CARD_STATE = StructType([
     StructField("payments", LongType()),
     StructField("mean_amount", DoubleType()),
@@ -99,7 +105,11 @@ class CardHistory:
 
     def add(self, time_ms: int, amount: float, card_present: bool,
             latitude: float | None, longitude: float | None) -> tuple:
-        """Return the features of a payment at time_ms, then remember it."""
+        """Remember a payment at time_ms and return its features before it.
+
+        The features are card_payments_10m, card_prior_payments,
+        card_mean_amount, travel_km and travel_kmh, in that order.
+        """
         self.recent = [t for t in self.recent if t > time_ms - _WINDOW_MS]
         in_window = 1 + sum(1 for t in self.recent if t <= time_ms)
         prior, mean = self.payments, (round(self.mean_amount, 2) if self.payments else None)
@@ -117,7 +127,7 @@ class CardHistory:
         self.payments += 1
         self.mean_amount += (amount - self.mean_amount) / self.payments
         self.recent.append(time_ms)
-        return in_window, prior, mean, km, kmh, False
+        return in_window, prior, mean, km, kmh
 
 
 def _nullable(value: Any) -> Any:
@@ -132,31 +142,36 @@ def update_cards(
     Rows that failed validation (reject_reason set) pass through without features
     and leave the state alone, as do rows without a card.
     """
-    rows = pd.concat(list(frames), ignore_index=True)
-    watermark_ms = state.getCurrentWatermarkMs()
-    history = CardHistory(state.get if state.exists else None)
-    features: list[tuple] = [(None, None, None, None, None, False)] * len(rows)
+    frames = list(frames)
+    rows = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    count = len(rows)
+    numbers = [np.full(count, np.nan) for _ in range(len(CARD_FEATURES.fields) - 1)]
+    late = np.zeros(count, dtype=bool)
 
-    times = rows["event_time"].astype("int64") // 1_000_000  # ns -> ms
-    usable = rows["reject_reason"].isna() & rows["card_id"].notna()
-    for index in rows.index[usable][times[usable].argsort(kind="stable")]:
-        time_ms = int(times[index])
-        if time_ms < watermark_ms:
-            features[index] = (None, None, None, None, None, True)
-            continue
-        features[index] = history.add(
-            time_ms,
-            float(rows.at[index, "amount"]),
-            rows.at[index, "channel"] == "card_present",
-            _nullable(rows.at[index, "merchant_latitude"]),
-            _nullable(rows.at[index, "merchant_longitude"]),
-        )
-
-    if usable.any() and key[0] is not None:
+    usable = rows["reject_reason"].isna().to_numpy()
+    if key[0] is not None and usable.any():
+        watermark_ms = state.getCurrentWatermarkMs()
+        history = CardHistory(state.get if state.exists else None)
+        # Plain Python lists: reading a DataFrame cell by cell costs far more.
+        # A rejected row has no event time (NaT), and usable leaves it out.
+        times = rows["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64").tolist()
+        amounts = rows["amount"].tolist()
+        present = (rows["channel"] == "card_present").tolist()
+        latitudes = rows["merchant_latitude"].tolist()
+        longitudes = rows["merchant_longitude"].tolist()
+        for i in sorted(np.flatnonzero(usable).tolist(), key=times.__getitem__):
+            if times[i] < watermark_ms:
+                late[i] = True
+                continue
+            values = history.add(times[i], float(amounts[i]), present[i],
+                                 _nullable(latitudes[i]), _nullable(longitudes[i]))
+            for column, value in zip(numbers, values, strict=True):
+                if value is not None:
+                    column[i] = value
         state.update(history.as_state())
+
     names = [field.name for field in CARD_FEATURES.fields]
-    extra = pd.DataFrame(features, columns=names, index=rows.index)
-    yield pd.concat([rows, extra], axis=1)
+    yield rows.assign(**dict(zip(names, [*numbers, late], strict=True)))
 
 
 def with_card_features(transactions: DataFrame) -> DataFrame:
@@ -166,14 +181,22 @@ def with_card_features(transactions: DataFrame) -> DataFrame:
     merchant_latitude and merchant_longitude.
     """
     output = StructType(transactions.schema.fields + CARD_FEATURES.fields)
+    # A rejected message's event time may be years ahead, which would move the
+    # watermark past every real payment, or outside the range of pandas
+    # timestamps. Rejected rows need no time, so they lose it here.
+    checked = transactions.withColumn(
+        "event_time", F.when(F.col("reject_reason").isNull(), F.col("event_time"))
+    )
     features = (
-        transactions.withWatermark("event_time", WATERMARK_DELAY)
+        checked.withWatermark("event_time", WATERMARK_DELAY)
         .groupBy("card_id")
         .applyInPandasWithState(
             update_cards, output, CARD_STATE, "append", GroupStateTimeout.NoTimeout
         )
     )
     return features.withColumns({
+        "card_payments_10m": F.col("card_payments_10m").cast("int"),
+        "card_prior_payments": F.col("card_prior_payments").cast("int"),
         "card_mean_amount": F.col("card_mean_amount").cast("decimal(12,2)"),
         "travel_km": F.col("travel_km").cast("decimal(9,1)"),
         "travel_kmh": F.col("travel_kmh").cast("decimal(10,1)"),

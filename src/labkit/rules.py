@@ -16,6 +16,7 @@ chance that the transaction is fraud.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,6 +96,13 @@ def apply_rules(transactions: DataFrame, rules: Sequence[Rule] = DEFAULT_RULES) 
     if len(set(names)) != len(names):
         raise ValueError(f"rule names must be unique, got {names}")
     for rule in rules:
+        # The sink writes fraud_rules as a PostgreSQL array literal, so a name
+        # stays plain: lower-case letters, digits and underscores.
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", rule.name):
+            raise ValueError(
+                f"rule name {rule.name!r} is invalid: use lower-case letters, digits and "
+                "underscores, starting with a letter"
+            )
         if not 0 < rule.weight <= 1:
             raise ValueError(f"rule {rule.name}: weight must be in (0, 1], got {rule.weight}")
 

@@ -46,9 +46,13 @@ def parse(raw: DataFrame) -> DataFrame:
     parsed = raw.withColumn("value_text", text).withColumn(
         "payload", F.try_parse_json(F.col("value_text"))
     )
+    # Each field's text and JSON type are columns of their own, computed once:
+    # the checks in _reason read them several times each.
     for name in REQUIRED_TEXT_FIELDS + ("mcc",):
         parsed = parsed.withColumn(f"{name}_text", _text(F.col("payload"), name))
-    return parsed.withColumn("event_time_type", _json_type(F.col("payload"), "event_time"))
+    for name in REQUIRED_TEXT_FIELDS + ("event_time",):
+        parsed = parsed.withColumn(f"{name}_type", _json_type(F.col("payload"), name))
+    return parsed.withColumn("payload_type", F.schema_of_variant(F.col("payload")))
 
 
 def _event_time(payload: Column, json_type: Column) -> Column:
@@ -71,14 +75,13 @@ def _reason(parsed: DataFrame) -> Column:
         (F.col("value_text").isNull(), F.lit("invalid_utf8")),
         (F.col("value_text").contains("\u0000"), F.lit("nul_character")),
         (payload.isNull(), F.lit("malformed_json")),
-        (~F.schema_of_variant(payload).startswith("OBJECT"), F.lit("not_json_object")),
+        (~F.col("payload_type").startswith("OBJECT"), F.lit("not_json_object")),
     ]
     for name in REQUIRED_TEXT_FIELDS + ("event_time",):
-        json_type = _json_type(payload, name)
+        json_type = F.col(f"{name}_type")
         checks.append((json_type.isNull() | (json_type == "VOID"), F.lit(f"missing_{name}")))
     for name in REQUIRED_TEXT_FIELDS:
-        json_type = _json_type(payload, name)
-        checks.append((json_type != "STRING", F.lit(f"invalid_type_{name}")))
+        checks.append((F.col(f"{name}_type") != "STRING", F.lit(f"invalid_type_{name}")))
         checks.append((F.col(f"{name}_text").contains("\u0000"), F.lit("nul_character")))
     for name in ("transaction_id", "customer_id", "card_id", "merchant_id"):
         length = F.length(F.trim(F.col(f"{name}_text")))

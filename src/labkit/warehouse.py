@@ -6,6 +6,7 @@ micro-batch twice leaves the tables as one load would.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from typing import Any
 
 import pandas as pd
 import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import execute_values
 
@@ -36,6 +40,20 @@ FACT_COLUMNS = (
     "terminal_confirmed_frauds", "late_for_card_rules",
     "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
 )
+# Arrow types of FACT_COLUMNS, for fact_table. Times are ISO-8601 text in UTC,
+# as the stream sends them, so no Python time zone can shift them.
+FACT_ARROW_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()), ("event_time", pa.string()),
+    ("customer_id", pa.string()), ("card_id", pa.string()), ("merchant_id", pa.string()),
+    ("amount", pa.decimal128(12, 2)), ("currency", pa.string()), ("channel", pa.string()),
+    ("mcc", pa.string()), ("fraud_score", pa.decimal128(4, 3)), ("is_flagged", pa.bool_()),
+    ("fraud_rules", pa.list_(pa.string())), ("card_payments_10m", pa.int32()),
+    ("card_prior_payments", pa.int32()), ("card_mean_amount", pa.decimal128(12, 2)),
+    ("travel_km", pa.decimal128(9, 1)), ("travel_kmh", pa.decimal128(10, 1)),
+    ("terminal_confirmed_frauds", pa.int32()), ("late_for_card_rules", pa.bool_()),
+    ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+    ("kafka_timestamp", pa.string()),
+])
 # Columns of a rejected message, in the order load_batch expects them.
 QUARANTINE_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "raw_value", "reason")
 
@@ -171,23 +189,50 @@ left join duplicate_message as d
 """
 
 
+def fact_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Return tuples in FACT_COLUMNS order as an Arrow table of FACT_ARROW_SCHEMA."""
+    records = [dict(zip(FACT_COLUMNS, row, strict=True)) for row in rows]
+    return pa.Table.from_pylist(records, schema=FACT_ARROW_SCHEMA)
+
+
+def _fact_csv(valid: pa.Table) -> io.BytesIO:
+    """Return valid's FACT_COLUMNS as CSV for COPY, with fraud_rules as an array literal."""
+    rules = valid["fraud_rules"]
+    literal = pc.binary_join_element_wise("{", pc.binary_join(rules, ","), "}", "")
+    columns = [literal if name == "fraud_rules" else valid[name] for name in FACT_COLUMNS]
+    buffer = io.BytesIO()
+    # Every value is quoted and a null is left empty, which is how COPY's CSV
+    # format tells an empty text from a null.
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+    pa_csv.write_csv(pa.Table.from_arrays(columns, names=list(FACT_COLUMNS)), buffer, options)
+    buffer.seek(0)
+    return buffer
+
+
 def load_batch(
     conn: Connection,
     query_name: str,
     batch_id: int,
-    valid: Sequence[tuple[Any, ...]],
+    valid: pa.Table | Sequence[tuple[Any, ...]],
     rejected: Sequence[tuple[Any, ...]],
     started_at: str,
 ) -> BatchCounts:
     """Load one micro-batch in a single transaction: facts, duplicates, quarantine, batch row.
 
-    valid contains tuples in FACT_COLUMNS order, rejected in QUARANTINE_COLUMNS order.
+    valid is an Arrow table with FACT_COLUMNS (the stream's) or tuples in
+    FACT_COLUMNS order; rejected contains tuples in QUARANTINE_COLUMNS order.
+    The valid rows reach PostgreSQL through COPY.
     """
+    if not isinstance(valid, pa.Table):
+        valid = fact_table(valid)
     with conn, conn.cursor() as cur:
         cur.execute(_STAGE_TABLE)
         loaded = duplicates = flagged = late = 0
-        if valid:
-            execute_values(cur, "insert into stage_transaction values %s", valid, page_size=2000)
+        if valid.num_rows:
+            cur.copy_expert(
+                f"copy stage_transaction ({', '.join(FACT_COLUMNS)}) from stdin (format csv)",
+                _fact_csv(valid),
+            )
             cur.execute(_INFER_DIMENSIONS)
             cur.execute(_INSERT_FACTS)
             cur.execute(_RECORD_DUPLICATES)
@@ -204,7 +249,7 @@ def load_batch(
             )
 
         counts = BatchCounts(
-            messages=len(valid) + len(rejected),
+            messages=valid.num_rows + len(rejected),
             loaded=loaded,
             duplicates=duplicates,
             quarantined=len(rejected),
