@@ -13,7 +13,7 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from pyspark.sql import SparkSession
 
-from labkit import config, kafka_broker, lab, producer, streaming
+from labkit import config, kafka_broker, lab, producer, simulator, streaming
 from labkit.config import Settings
 from labkit.generator import GeneratorConfig
 
@@ -96,3 +96,30 @@ def consume_all(settings: Settings, expected: int) -> list[ConsumerRecord]:
     finally:
         consumer.close()
     return records
+
+
+def remove_simulation_rows(settings: Settings, simulation_config: simulator.SimulatorConfig) -> None:
+    """Delete the fraud labels and dimension rows that simulator.produce wrote for a config.
+
+    Dimension rows that a loaded fact still references stay, because a lab that
+    streamed the same simulation shares these ids.
+    """
+    simulation = simulator.simulate(simulation_config)
+    transaction_ids = [label[0] for label in simulation.labels()]
+    conn = psycopg2.connect(**settings.pg_connect_kwargs())
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("delete from fraud_label where transaction_id = any(%s)",
+                        (transaction_ids,))
+            for table, key, ids in (
+                ("dim_card", "card_id", simulation.card_ids),
+                ("dim_customer", "customer_id", simulation.customer_ids),
+                ("dim_merchant", "merchant_id", simulation.merchant_ids),
+            ):
+                cur.execute(
+                    f"delete from {table} as d where d.{key} = any(%s) and not exists "
+                    f"(select 1 from fact_transaction as f where f.{key} = d.{key})",
+                    (ids,),
+                )
+    finally:
+        conn.close()

@@ -36,6 +36,10 @@ EXPECTED_COLUMNS = {
         "event_day", "transaction_count", "flagged_count", "flagged_share",
         "labelled_fraud_count", "flagged_fraud_count",
     ],
+    "flagged_transactions": [
+        "event_time", "transaction_id", "card_id", "merchant", "amount", "currency",
+        "fraud_score", "fired_rules", "is_labelled_fraud",
+    ],
     "customer_spending_distribution": [
         "band_number", "spend_band", "customer_count", "total_spend", "flagged_count",
     ],
@@ -293,6 +297,20 @@ def test_fraud_overview_counts_flagged_rows(run_question, pg):
     assert result.total("flagged_count") == flagged
     assert result.total("labelled_fraud_count") == labelled
     assert result.total("flagged_fraud_count") == flagged_fraud
+
+
+def test_flagged_transactions_are_the_newest_flags(run_question, pg):
+    result = run_question("flagged_transactions")
+    newest = fetch_all(
+        pg,
+        "select transaction_id from public.fact_transaction where is_flagged"
+        " order by event_time desc, transaction_id limit 500",
+    )
+
+    assert len(newest) > 0, "the lab's rules flagged nothing"
+    assert [row["transaction_id"] for row in result.rows] == [row[0] for row in newest]
+    assert all(row["fraud_score"] >= Decimal("0.5") for row in result.rows)
+    assert all(row["fired_rules"] for row in result.rows)
 
 
 def test_fraud_overview_matches_mart(run_question, pg):

@@ -9,7 +9,7 @@ import pytest
 
 from labkit import simulator
 
-from .conftest import consume_all
+from .conftest import consume_all, remove_simulation_rows
 
 # 40 customers and 80 terminals on a 9 x 9 plane keep about the published
 # density. S5 is off because its 300 km journeys do not fit on that plane.
@@ -22,27 +22,7 @@ TINY = simulator.SimulatorConfig(
 def simulated_rows_removed(lab_running):
     """Delete the TINY simulation's labels and dimension rows after the test."""
     yield
-    simulation = simulator.simulate(TINY)
-    transaction_ids = [label[0] for label in simulation.labels()]
-    conn = psycopg2.connect(**lab_running.pg_connect_kwargs())
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("delete from fraud_label where transaction_id = any(%s)",
-                        (transaction_ids,))
-            # Rows that a streamed fact references stay, because a lab that
-            # streamed a simulation shares these ids.
-            for table, key, ids in (
-                ("dim_card", "card_id", simulation.card_ids),
-                ("dim_customer", "customer_id", simulation.customer_ids),
-                ("dim_merchant", "merchant_id", simulation.merchant_ids),
-            ):
-                cur.execute(
-                    f"delete from {table} as d where d.{key} = any(%s) and not exists "
-                    f"(select 1 from fact_transaction as f where f.{key} = d.{key})",
-                    (ids,),
-                )
-    finally:
-        conn.close()
+    remove_simulation_rows(lab_running, TINY)
 
 
 def fetch(settings, sql: str, params) -> list[tuple]:

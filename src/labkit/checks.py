@@ -20,26 +20,33 @@ import pandas as pd
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from labkit import dbt_runner, warehouse
 from labkit.config import Settings
-from labkit.rules import Rule
+from labkit.rules import DEFAULT_RULES, Rule, apply_rules
 
 # The rule that notebook 02's exercise requires, written as a condition that
 # Spark SQL and PostgreSQL both accept.
 BIG_CARD_PRESENT_CONDITION = "channel = 'card_present' and amount >= 1000"
 
-# Columns a rule may use: the typed columns of a validated transaction.
+# Columns a rule may use: the typed columns of a validated transaction and the
+# features the stateful rules read, as the stream stored them.
 _RULE_INPUT_SQL = """
 select transaction_id, event_time, customer_id, card_id, merchant_id, amount,
-       currency, channel, mcc
+       currency, channel, mcc, card_payments_10m, card_prior_payments, card_mean_amount,
+       travel_km, travel_kmh, terminal_confirmed_frauds
 from fact_transaction
 order by transaction_id
 """
 _RULE_INPUT_SCHEMA = (
     "transaction_id string, event_time timestamp, customer_id string, card_id string, "
-    "merchant_id string, amount decimal(12,2), currency string, channel string, mcc string"
+    "merchant_id string, amount decimal(12,2), currency string, channel string, mcc string, "
+    "card_payments_10m int, card_prior_payments int, card_mean_amount decimal(12,2), "
+    "travel_km decimal(9,1), travel_kmh decimal(10,1), terminal_confirmed_frauds int"
 )
+# The scenario that notebook 06's exercise must catch more of.
+EXERCISE_SCENARIO = "s4_card_testing"
 
 _FIRST_DAY_SQL = "select min((event_time at time zone 'UTC')::date) as day from fact_transaction"
 
@@ -181,6 +188,73 @@ def check_rule_fire_count(
     )
     print(
         f"Correct: {rule.name!r} would fire on {expected} of the {len(facts)} loaded transactions."
+    )
+
+
+def score_loaded(
+    spark: SparkSession, settings: Settings, rules: Sequence[Rule]
+) -> pd.DataFrame:
+    """Apply rules with Spark to the loaded transactions and return them for labkit.metrics.
+
+    The stream stored each transaction's features, so any set of rules can be
+    tried on the loaded data without streaming it again. The frame has the
+    columns of metrics.SCORED_COLUMNS plus fraud_rules.
+    """
+    frame = spark.createDataFrame(_fetch_rows(settings, _RULE_INPUT_SQL), _RULE_INPUT_SCHEMA)
+    try:
+        scored = apply_rules(frame, rules).select(
+            "transaction_id", "card_id", F.unix_micros("event_time").alias("micros"),
+            F.col("fraud_score").cast("double").alias("score"),
+            F.col("is_flagged").alias("flagged"), "fraud_rules",
+        ).toPandas()
+    except PySparkException as error:
+        raise AssertionError(
+            f"Spark cannot apply these rules: {str(error).splitlines()[0]}"
+        ) from None
+    labels = warehouse.query(settings, "select transaction_id, scenario from fraud_label")
+    scored = scored.merge(labels, on="transaction_id", how="left")
+    scored["event_time"] = pd.to_datetime(scored.pop("micros"), unit="us", utc=True)
+    scored["is_fraud"] = scored["scenario"].notna()
+    return scored
+
+
+def check_added_rule(spark: SparkSession, settings: Settings, rule: object) -> None:
+    """Check notebook 06's exercise: with rule added, recall on card testing rises.
+
+    Precision must not collapse: it may drop to no less than 90% of what the
+    default rules reach.
+    """
+    assert isinstance(rule, Rule), f"rule must be a labkit.rules.Rule, got {type(rule).__name__}"
+    assert rule.name not in {known.name for known in DEFAULT_RULES}, (
+        f"{rule.name!r} is already a default rule: give your rule a name of its own"
+    )
+    before = score_loaded(spark, settings, DEFAULT_RULES)
+    after = score_loaded(spark, settings, (*DEFAULT_RULES, rule))
+    scenario = before["scenario"] == EXERCISE_SCENARIO
+    assert scenario.any(), (
+        f"the loaded data has no {EXERCISE_SCENARIO} transactions: run the notebook from the top"
+    )
+
+    def recall(scored: pd.DataFrame) -> float:
+        return float(scored.loc[scenario, "flagged"].mean())
+
+    def precision(scored: pd.DataFrame) -> float:
+        flagged = scored["flagged"]
+        return float((flagged & scored["is_fraud"]).sum() / max(int(flagged.sum()), 1))
+
+    assert recall(after) > recall(before), (
+        f"With {rule.name!r}, recall on {EXERCISE_SCENARIO} stays at {recall(after):.3f}. "
+        "A burst's first payments have card_payments_10m of 1, 2 or 3, and their amounts are "
+        "small; does your rule fire on them, and is its weight enough to flag (0.5)?"
+    )
+    assert precision(after) >= 0.9 * precision(before), (
+        f"Precision fell from {precision(before):.3f} to {precision(after):.3f}: your rule "
+        "flags many honest payments. Narrow its condition."
+    )
+    print(
+        f"Correct: recall on {EXERCISE_SCENARIO} rose from {recall(before):.3f} to "
+        f"{recall(after):.3f}; precision went from {precision(before):.3f} to "
+        f"{precision(after):.3f}."
     )
 
 

@@ -61,6 +61,14 @@ _DEFINITIONS = (
         share_columns=("flagged_share",),
     ),
     dict(
+        name="flagged_transactions",
+        title="Flagged transactions",
+        description="The 500 most recent transactions that the streaming rules "
+        "flagged, with their score, the rules that fired and the fraud label.",
+        display="table",
+        money_columns=("amount",),
+    ),
+    dict(
         name="customer_spending_distribution",
         title="Customer spending distribution",
         description="Customers per band of total spend. Amounts add up across "

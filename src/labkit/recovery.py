@@ -1,7 +1,7 @@
 """Crash and restart the streaming query on a scratch topic, and send the messages to do it with.
 
 The query runs as a separate `labkit stream` process in its own process group,
-so a test or notebook 06 can SIGKILL it (the Python driver and its Spark JVM)
+so a test or notebook 08 can SIGKILL it (the Python driver and its Spark JVM)
 the way a crash or an out-of-memory kill would. Each helper here works on a
 scratch topic with a query name of its own, so the main topic's rows, checkpoint
 and stream_batch rows stay untouched.

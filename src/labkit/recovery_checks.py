@@ -1,4 +1,4 @@
-"""Self-check of notebook 06's exercise: every transaction sent is loaded exactly once.
+"""Self-check of notebook 08's exercise: every transaction sent is loaded exactly once.
 
 The check reads the scratch topic from Kafka and the tables from PostgreSQL, so
 it holds for any batch size and any kill point. A wrong state raises

@@ -4,9 +4,9 @@
 -- investigator who can check k cards: rank the day's cards by score and take
 -- the share of fraudulent cards among the top k.
 --
--- Two assessments: the whole run, and the handbook's test week when the data
--- reaches into it. A card found fraudulent in a day's top k is blocked, so
--- later days of the same assessment leave it out; the test week also leaves
+-- Two assessments (detection_periods): overall, and the handbook's test week
+-- when the data reaches into it. A card found fraudulent in a day's top k is blocked, so
+-- later days of the same assessment leave it out. The test week also leaves
 -- out the cards with a fraud in the feedback delay before it. Each day depends
 -- on the cards blocked before it, so a recursive query walks the days in
 -- order, carrying the blocked cards as the keys of a jsonb object.
@@ -19,28 +19,23 @@ card_days as (
 
 ),
 
+periods as (
+
+    {{ detection_periods('card_days') }}
+
+),
+
 assessments as (
 
     select
-        'whole_run' as assessment,
-        min(event_date) as first_day,
-        max(event_date) as last_day,
-        0 as delay_days
-    from card_days
-    having count(*) > 0
-
-    union all
-
-    select
-        'test_week' as assessment,
-        date '{{ var("test_week_start") }}' as first_day,
-        date '{{ var("test_week_end") }}' as last_day,
-        {{ var('feedback_delay_days') }} as delay_days
-    where exists (
-        select 1 from card_days
-        where event_date between date '{{ var("test_week_start") }}'
-            and date '{{ var("test_week_end") }}'
-    )
+        period_type as assessment,
+        first_event_date as first_day,
+        last_event_date as last_day,
+        case
+            when period_type = 'test_week' then {{ var('feedback_delay_days') }}
+            else 0
+        end as delay_days
+    from periods
 
 ),
 
@@ -128,7 +123,7 @@ ranked_days (
 final as (
 
     select
-        assessment,
+        assessment as period_type,
         event_date,
         cards_ranked,
         fraudulent_cards,

@@ -133,7 +133,7 @@ average_precisions as (
 
 ),
 
--- A day row takes its day's card precision from the whole-run assessment;
+-- A day row takes its day's card precision from the overall period;
 -- the overall and test week rows take the mean over their days.
 card_precisions as (
 
@@ -143,9 +143,9 @@ card_precisions as (
         avg(card_precision.card_precision) as card_precision_at_k
     from periods
     inner join card_precision
-        on card_precision.assessment = case
+        on card_precision.period_type = case
             when periods.period_type = 'test_week' then 'test_week'
-            else 'whole_run'
+            else 'overall'
         end
         and card_precision.event_date
         between periods.first_event_date and periods.last_event_date
