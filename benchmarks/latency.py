@@ -20,13 +20,12 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
-import psycopg2
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
+from benchmarks.background import BackgroundLoop
 from benchmarks.memory import PeakMemory, service_groups
 from benchmarks.render import Figure, Target
 from benchmarks.stats import percentile
@@ -41,22 +40,13 @@ PERCENTILES = (0.50, 0.95, 0.99)
 DRAIN_TIMEOUT = 120
 
 
-class CommitWatch:
+class CommitWatch(BackgroundLoop):
     """Record, in a background thread, the wall time at which each micro-batch becomes visible."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.seen: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="commit-watch", daemon=True)
-
-    def __enter__(self) -> CommitWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__("commit-watch")
 
     def _run(self) -> None:
         conn = warehouse.connect(self.settings)

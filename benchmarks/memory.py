@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
+from benchmarks.background import BackgroundLoop
 from labkit.config import Settings
 
 # Seconds between two samples.
@@ -63,7 +63,7 @@ def _rss(processes: list[psutil.Process]) -> int:
     return total
 
 
-class PeakMemory:
+class PeakMemory(BackgroundLoop):
     """Sample each group's summed RSS until stopped; keep each group's peak and the total's.
 
     Summed RSS counts pages that processes share (PostgreSQL's shared buffers)
@@ -74,16 +74,7 @@ class PeakMemory:
         self.groups = groups
         self.peaks = dict.fromkeys(groups, 0)
         self.peak_total = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__("memory-sampler")
 
     def _run(self) -> None:
         while True:
