@@ -159,10 +159,19 @@ def update_cards(
         present = (rows["channel"] == "card_present").tolist()
         latitudes = rows["merchant_latitude"].tolist()
         longitudes = rows["merchant_longitude"].tolist()
-        for i in sorted(np.flatnonzero(usable).tolist(), key=times.__getitem__):
+        transaction_ids = rows["transaction_id"].tolist()
+        # Event time, then the Kafka position: rows arrive in no fixed order, and
+        # payments at the same time must count in the same order on every run.
+        positions = list(zip(rows["kafka_partition"].tolist(), rows["kafka_offset"].tolist(),
+                             strict=True))
+        seen: set[str] = set()
+        for i in sorted(np.flatnonzero(usable).tolist(), key=lambda i: (times[i], positions[i])):
             if times[i] < watermark_ms:
                 late[i] = True
                 continue
+            if transaction_ids[i] in seen:
+                continue  # a copy of a payment in this batch: it loads as a duplicate
+            seen.add(transaction_ids[i])
             values = history.add(times[i], float(amounts[i]), present[i],
                                  _nullable(latitudes[i]), _nullable(longitudes[i]))
             for column, value in zip(numbers, values, strict=True):
