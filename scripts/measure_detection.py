@@ -1,10 +1,10 @@
 """Stream the full default simulation through the lab and print the rules' detection quality.
 
 This is how the README's results were made. It empties the lab first (topic,
-tables, dbt schemas, checkpoints), then simulates the handbook's default data
-set (about 1.8 million transactions), sends it to Kafka, streams it with the
-fraud rules, builds the detection quality marts with dbt and prints them for
-the whole run and the handbook's test week, as JSON.
+tables, dbt schemas, checkpoints). Then it simulates the handbook's default data
+set (about 1.8 million transactions) and sends it to Kafka. It streams the data
+with the fraud rules, builds the marts with dbt, and prints the detection
+quality of the whole run and of the handbook's test week as JSON.
 
 It takes a while: count about half an hour on a 2-core laptop, most of it
 in the streaming query.
@@ -39,7 +39,9 @@ def main() -> None:
                         help="confirm that the lab's topic, tables and checkpoints may be emptied")
     parser.add_argument("--seed", type=int, default=simulator.SimulatorConfig.seed)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.reset_lab:
         sys.exit("this script empties the lab before it starts: run it with --reset-lab")
 

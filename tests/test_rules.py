@@ -132,7 +132,7 @@ def test_card_history_counts_payments_in_the_last_ten_minutes():
     card = CardHistory()
     counts = [card.add(t * MINUTE_MS, 10.0, False, None, None)[0] for t in (0, 4, 8, 9, 18, 19)]
 
-    # The window is (t - 10 minutes, t]: at minute 18 it holds minutes 9 and 18,
+    # The window is (t - 10 minutes, t]: at minute 18 it contains minutes 9 and 18,
     # at minute 19 minute 9 has just left it.
     assert counts == [1, 2, 3, 4, 2, 2]
 

@@ -1,4 +1,4 @@
-"""What the stateful fraud rules look at: a card's recent history and a terminal's confirmed fraud.
+"""Features for the stateful fraud rules: a card's recent history and a terminal's confirmed fraud.
 
 Card features come from Spark's state store. The query groups the stream by
 card_id, and update_cards keeps a few numbers per card between micro-batches.
@@ -46,14 +46,14 @@ from pyspark.sql.types import (
 
 CARD_WINDOW = timedelta(minutes=10)
 # A replay of weeks of data reads three Kafka partitions whose event times drift
-# hours apart within one micro-batch; a day keeps such a replay on time.
+# hours apart within one micro-batch. A delay of a day keeps such a replay on time.
 WATERMARK_DELAY = "1 day"
 FEEDBACK_DELAY = timedelta(days=7)
 FEEDBACK_WINDOW = timedelta(days=7)
 EARTH_RADIUS_KM = 6371.0
 
-# What update_cards returns. The counts travel as doubles, with NaN for null,
-# because pandas would need a slow object column to hold integers and nulls;
+# The columns update_cards returns. The counts travel as doubles with NaN for
+# null, because pandas would need a slow object column for integers with nulls.
 # with_card_features casts them back to integers.
 CARD_FEATURES = StructType([
     StructField("card_payments_10m", DoubleType()),

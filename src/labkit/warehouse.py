@@ -201,8 +201,8 @@ def _fact_csv(valid: pa.Table) -> io.BytesIO:
     literal = pc.binary_join_element_wise("{", pc.binary_join(rules, ","), "}", "")
     columns = [literal if name == "fraud_rules" else valid[name] for name in FACT_COLUMNS]
     buffer = io.BytesIO()
-    # Every value is quoted and a null is left empty, which is how COPY's CSV
-    # format tells an empty text from a null.
+    # Every value is quoted and a null is left empty, so COPY's CSV format can
+    # distinguish an empty text from a null.
     options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
     pa_csv.write_csv(pa.Table.from_arrays(columns, names=list(FACT_COLUMNS)), buffer, options)
     buffer.seek(0)
@@ -289,7 +289,7 @@ def confirmed_frauds(
 ) -> list[tuple[str, Any]]:
     """Return (merchant_id, fraud_time) of the labelled frauds from after (excluded) to until.
 
-    batch holds (transaction_id, merchant_id, event_time) of the micro-batch being
+    batch contains (transaction_id, merchant_id, event_time) of the micro-batch being
     scored: its frauds are not loaded yet, but the older ones count for its newer
     payments. Frauds already loaded come from fact_transaction.
     """

@@ -4,7 +4,7 @@
     )
 }}
 
--- What an investigator sees each morning: one row per card and UTC day, the
+-- The investigator's view of each morning: one row per card and UTC day, the
 -- card's highest score that day and whether any of its payments that day was
 -- fraud. card_precision_daily ranks these rows day by day.
 

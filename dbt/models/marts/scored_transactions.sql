@@ -1,7 +1,7 @@
 {{ config(materialized='view') }}
 
--- Each loaded transaction with what the streaming rules made of it and what
--- the generator knows: the base of every detection quality mart.
+-- Each loaded transaction with the streaming rules' score and flag and the
+-- generator's fraud label: the base of every detection quality mart.
 
 with
 
