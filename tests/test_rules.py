@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pandas as pd
 import pytest
 from pyspark.sql import Row
 from pyspark.sql import functions as F
+from pyspark.sql.streaming.state import GroupState
 
-from labkit.features import CardHistory, distance_km, with_terminal_feedback
+from labkit.features import (
+    CARD_STATE,
+    CardHistory,
+    distance_km,
+    update_cards,
+    with_terminal_feedback,
+)
 from labkit.rules import DEFAULT_RULES, Rule, apply_rules
 
 # The feature columns the stateful rules read, with their Spark types.
@@ -167,6 +176,48 @@ def test_card_history_survives_a_round_trip_through_its_state():
     assert restored.add(3 * MINUTE_MS, 40.0, True, 10.0, 10.0) == (4, 3, 20.0, 0.0, 0.0)
 
 
+def _bucket_state(stored: tuple | None) -> GroupState:
+    # The GroupState that PySpark's worker gives update_cards for one bucket.
+    return GroupState(
+        optionalValue=stored, batchProcessingTimeMs=0, eventTimeWatermarkMs=0,
+        timeoutConf="NoTimeout", hasTimedOut=False, watermarkPresent=True,
+        defined=stored is not None, updated=False, removed=False, timeoutTimestamp=-1,
+        keyAsUnsafe=b"", valueSchema=CARD_STATE,
+    )
+
+
+def _card_payments(cards: str, first_offset: int) -> pd.DataFrame:
+    # One payment a minute, in order, each by the card named by one letter of cards.
+    start = pd.Timestamp("2018-06-01 12:00")
+    count = len(cards)
+    return pd.DataFrame({
+        "transaction_id": [f"tx-{first_offset + i}" for i in range(count)],
+        "event_time": [start + pd.Timedelta(minutes=first_offset + i) for i in range(count)],
+        "card_id": list(cards),
+        "amount": [10.0 * (i + 1) for i in range(count)],
+        "channel": ["card_not_present"] * count,
+        "merchant_latitude": [None] * count,
+        "merchant_longitude": [None] * count,
+        "reject_reason": [None] * count,
+        "kafka_partition": [0] * count,
+        "kafka_offset": [first_offset + i for i in range(count)],
+    })
+
+
+def test_bucket_keeps_each_card_history():
+    state = _bucket_state(None)
+    first = next(update_cards((3,), iter([_card_payments("ABAAB", 0)]), state))
+    stored = state.get
+    second = next(update_cards((3,), iter([_card_payments("BA", 5)]), _bucket_state(stored)))
+
+    assert first["card_payments_10m"].tolist() == [1, 1, 2, 3, 2]
+    assert first["card_prior_payments"].tolist() == [0, 0, 1, 2, 1]
+    # A's payments were 10, 30 and 40, B's 20 and 50; the second batch reads them back.
+    assert second["card_prior_payments"].tolist() == [2, 3]
+    assert second["card_mean_amount"].tolist() == [35.0, pytest.approx(26.67, abs=0.01)]
+    assert sorted(json.loads(stored[0])) == ["A", "B"]
+
+
 def test_distance_between_identical_points_is_zero():
     assert distance_km(45.0, 7.0, 45.0, 7.0) == 0.0
     assert distance_km(0.0, 0.0, 0.0, 180.0) == pytest.approx(20_015.1, abs=0.5)
@@ -182,13 +233,15 @@ def test_terminal_feedback_counts_frauds_confirmed_before_the_payment(spark):
     )
     frauds = spark.createDataFrame(
         [
-            ("A", now - 7 * day),  # confirmed just now: counts
-            ("A", now - 10 * day),  # counts
-            ("A", now - 14 * day),  # too old for the window
-            ("A", now - 6 * day),  # not confirmed yet
-            ("C", now - 8 * day),  # another terminal
+            ("A", [
+                now - 7 * day,  # confirmed just now: counts
+                now - 10 * day,  # counts
+                now - 14 * day,  # too old for the window
+                now - 6 * day,  # not confirmed yet
+            ]),
+            ("C", [now - 8 * day]),  # another terminal
         ],
-        "merchant_id string, fraud_time timestamp",
+        "merchant_id string, fraud_times array<timestamp>",
     )
     rows = with_terminal_feedback(payments, frauds).orderBy("kafka_offset").collect()
 

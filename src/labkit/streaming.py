@@ -17,12 +17,15 @@ import os
 import signal
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -111,6 +114,10 @@ def read_transactions(spark: SparkSession, settings: Settings) -> DataFrame:
         # instead of skipping data; checkpoints.verify_topic covers the cases
         # that this option misses.
         .option("failOnDataLoss", "true")
+        # The broker holds a fetch that finds no new records for up to this
+        # long (500 ms by default), and a task reading a small range waited on
+        # such fetches: 50 ms cut a small micro-batch's read from 650 to 130 ms.
+        .option("kafka.fetch.max.wait.ms", "50")
     )
     if settings.max_offsets_per_trigger is not None:
         reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
@@ -192,15 +199,23 @@ class _PostgresSink:
         # Scoring reads the batch twice; caching it keeps the card state from running twice.
         batch.persist()
         try:
-            scored = self._score(batch, batch_id)
+            # The first read brings the payments' ids, which scoring needs, and
+            # the rejected messages; each Spark job adds to the batch's latency.
+            outline = batch.select(
+                "transaction_id", "merchant_id", F.unix_micros("event_time").alias("micros"),
+                "kafka_topic", "kafka_partition", "kafka_offset", "reject_reason",
+                F.when(F.col("reject_reason").isNotNull(), F.col("raw_value")).alias("raw_value"),
+            ).toArrow()
+            is_rejected = outline["reject_reason"].is_valid()
+            rejected = list(zip(
+                *(outline.filter(is_rejected)[name].to_pylist() for name in
+                  ("kafka_topic", "kafka_partition", "kafka_offset", "raw_value",
+                   "reject_reason")),
+                strict=True,
+            ))
+            scored = self._score(batch, batch_id, outline.filter(pc.invert(is_rejected)))
             # Arrow moves the valid rows to Python far faster than collect().
             valid = _fact_rows(scored).toArrow()
-            rejected = [
-                (row.kafka_topic, row.kafka_partition, row.kafka_offset,
-                 bytes(row.raw_value) if row.raw_value is not None else None,
-                 row.reject_reason)
-                for row in batch.where("reject_reason is not null").collect()
-            ]
         finally:
             batch.unpersist()
 
@@ -223,11 +238,11 @@ class _PostgresSink:
             )
             os.killpg(os.getpgrp(), signal.SIGKILL)
 
-    def _score(self, batch: DataFrame, batch_id: int) -> DataFrame:
-        """Add terminal_confirmed_frauds from the labels in PostgreSQL, then apply the rules."""
-        ids = batch.where("reject_reason is null").select(
-            "transaction_id", "merchant_id", F.unix_micros("event_time").alias("micros")
-        ).toArrow()
+    def _score(self, batch: DataFrame, batch_id: int, ids: pa.Table) -> DataFrame:
+        """Add terminal_confirmed_frauds from the labels in PostgreSQL, then apply the rules.
+
+        ids has the transaction_id, merchant_id and micros (event time) of the valid rows.
+        """
         payments = list(zip(
             ids["transaction_id"].to_pylist(),
             ids["merchant_id"].to_pylist(),
@@ -245,8 +260,11 @@ class _PostgresSink:
                     conn, payments, first - delay - features.FEEDBACK_WINDOW, last - delay
                 ),
             )
+        by_merchant: dict[str, list[datetime]] = defaultdict(list)
+        for merchant_id, fraud_time in frauds:
+            by_merchant[merchant_id].append(fraud_time)
         confirmed = batch.sparkSession.createDataFrame(
-            frauds, "merchant_id string, fraud_time timestamp"
+            list(by_merchant.items()), "merchant_id string, fraud_times array<timestamp>"
         )
         return apply_rules(features.with_terminal_feedback(batch, confirmed), self.rules)
 
