@@ -46,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="producer rates of the latency runs, msg/s (default 1000,10000)")
     parser.add_argument("--latency-seconds", type=float, default=30,
                         help="seconds of sending per latency run (default 30)")
-    parser.add_argument("--trigger-seconds", type=float, default=2.0,
-                        help="processing-time trigger of the latency runs (default 2.0, the lab's)")
+    parser.add_argument("--warmup-seconds", type=float, default=10,
+                        help="seconds of sending before the latency runs measure (default 10)")
+    parser.add_argument("--trigger-seconds", type=float, default=0.5,
+                        help="processing-time trigger of the latency runs (default 0.5; "
+                             "labkit stream uses 2)")
     parser.add_argument("--notebook-transactions", type=int, default=10_000,
                         help="transaction_count given to each notebook (default 10,000)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
@@ -60,6 +63,7 @@ def apply_quick(args: argparse.Namespace) -> None:
     args.sink_rows = min(args.sink_rows, 10_000)
     args.stream_messages = min(args.stream_messages, 20_000)
     args.latency_seconds = min(args.latency_seconds, 5)
+    args.warmup_seconds = min(args.warmup_seconds, 5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
         rates = [float(rate) for rate in args.rates.split(",")]
         page.add("Latency", latency.run(
-            spark, settings, rates, args.latency_seconds, args.trigger_seconds, args.runs
+            spark, settings, rates, args.latency_seconds, args.trigger_seconds, args.runs,
+            args.warmup_seconds,
         ))
     if "sink" in stages:
         from benchmarks import sink
@@ -168,15 +173,17 @@ class Page:
         parts = [
             "# Benchmarks",
             "",
-            f"Written by `{command}` on {self.started:%Y-%m-%d %H:%M} UTC. Each figure is the "
-            f"median of {self.args.runs} runs unless its spread is missing (one run), with the "
-            "minimum and maximum in brackets, and the reference it is compared with, measured "
-            "in the same run. The ratio is the figure's median over the reference's median. "
-            "Other work ran on the machine at the same time, so the figures are noisy.",
+            (
+                f"Written by `{command}` on {self.started:%Y-%m-%d %H:%M} UTC. Each figure is "
+                f"the median of {self.args.runs} runs unless its spread is missing (one run), "
+                "with the minimum and maximum in brackets, and the reference it is compared "
+                "with, measured in the same run. The ratio is the figure's median over the "
+                "reference's median. The load averages below show how busy the machine was."
+            ),
             "",
             "## Machine",
             "",
-            render.table(["", ""], list(self.machine.items())),
+            render.table(["", ""], [*self.machine.items(), machine.load_average("at the end")]),
             "",
             "## Versions",
             "",

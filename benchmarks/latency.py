@@ -9,6 +9,10 @@ batch by loaded_at = stream_batch.finished_at, both now() of one transaction.
 
 The reference is a plain kafka-python consumer in another process that reads
 the same records as they arrive: the part of the latency that Kafka alone adds.
+
+The first warm-up seconds of sending are left out of both: the first
+micro-batches of a new query run slower while the JVM compiles its code, and
+the backlog they leave would otherwise count against the steady state.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
@@ -64,8 +69,11 @@ class CommitWatch(BackgroundLoop):
         finally:
             conn.close()
 
-    def latencies(self) -> list[float]:
-        """Return each loaded row's seconds from its Kafka timestamp to its batch's commit."""
+    def latencies(self, produced_after: float) -> list[float]:
+        """Return each row's seconds from its Kafka timestamp to its batch's commit.
+
+        Only rows produced after produced_after (epoch seconds) count.
+        """
         rows = warehouse.query(
             self.settings,
             "select extract(epoch from f.kafka_timestamp)::float8 as produced, b.batch_id "
@@ -76,11 +84,12 @@ class CommitWatch(BackgroundLoop):
         return [
             self.seen[batch_id] - produced
             for produced, batch_id in zip(rows["produced"], rows["batch_id"], strict=True)
+            if produced >= produced_after
         ]
 
 
 def consume(bootstrap: str, topic: str, count: int, ready, results) -> None:
-    """Read count new records of topic; put each one's seconds from its timestamp to arrival."""
+    """Read count new records of topic; put (timestamp, seconds to arrival) of each one."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     consumer.assign(partitions)
@@ -89,13 +98,15 @@ def consume(bootstrap: str, topic: str, count: int, ready, results) -> None:
         consumer.position(partition)
     ready.set()
 
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     deadline = time.monotonic() + DRAIN_TIMEOUT + count / 100
     while len(latencies) < count and time.monotonic() < deadline:
         batches = consumer.poll(timeout_ms=200)
         arrived = time.time()
         for records in batches.values():
-            latencies.extend(arrived - record.timestamp / 1000 for record in records)
+            latencies.extend(
+                (record.timestamp / 1000, arrived - record.timestamp / 1000) for record in records
+            )
     consumer.close()
     results.put(latencies)
 
@@ -121,11 +132,12 @@ def _wait_for_rows(settings: Settings, count: int) -> None:
 
 
 def paced_once(
-    spark: SparkSession, settings: Settings, rate: float, seconds: float, trigger: float
+    spark: SparkSession, settings: Settings, rate: float, seconds: float, trigger: float,
+    warmup: float,
 ) -> dict[str, object]:
-    """Run the query while the producer sends rate msg/s for seconds; return the measurements."""
+    """Run the query while the producer sends rate msg/s for warmup + seconds; measure the rest."""
     lab.reset(settings)
-    count = int(rate * seconds)
+    count = int(rate * (warmup + seconds))
     query = streaming.start(spark, settings, trigger_seconds=trigger)
     try:
         while query.lastProgress is None:
@@ -138,31 +150,41 @@ def paced_once(
         reader.start()
         ready.wait(60)
         with PeakMemory(service_groups(settings)) as memory, CommitWatch(settings) as watch:
+            measured_from = time.time() + warmup
             summary = _produce(rate, count, seed=int(rate))
             _wait_for_rows(settings, count)
             time.sleep(2 * POLL_SECONDS)
-        consumer_latencies = results.get(timeout=DRAIN_TIMEOUT)
+        consumer_latencies = [
+            latency for produced, latency in results.get(timeout=DRAIN_TIMEOUT)
+            if produced >= measured_from
+        ]
         reader.join()
         # Spark keeps the last 100 progress events; the batches that read rows show
         # how long one trigger takes at this rate.
         batches = [
             event.durationMs["triggerExecution"] / 1000
-            for event in query.recentProgress if event.numInputRows > 0
+            for event in query.recentProgress
+            if event.numInputRows > 0 and _epoch(event.timestamp) >= measured_from
         ]
     finally:
         query.stop()
     return {
         "batch_seconds": statistics.median(batches) if batches else 0.0,
-        "stream": watch.latencies(),
+        "stream": watch.latencies(measured_from),
         "consumer": consumer_latencies,
         "achieved_rate": summary["sent"] / summary["seconds"],
         "peak_total": memory.peak_total / 2**20,
     }
 
 
+def _epoch(timestamp: str) -> float:
+    # Spark gives progress timestamps in ISO-8601, in UTC with a Z.
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
 def run(
     spark: SparkSession, settings: Settings, rates: list[float], seconds: float,
-    trigger: float, runs: int,
+    trigger: float, runs: int, warmup: float,
 ) -> list[Figure]:
     """Return p50, p95 and p99 latency figures per rate, each against the plain consumer's."""
     figures = []
@@ -171,7 +193,7 @@ def run(
         consumer: dict[float, list[float]] = {q: [] for q in PERCENTILES}
         achieved, peaks, batch_seconds = [], [], []
         for number in range(1, runs + 1):
-            measured = paced_once(spark, settings, rate, seconds, trigger)
+            measured = paced_once(spark, settings, rate, seconds, trigger, warmup)
             for q in PERCENTILES:
                 stream[q].append(percentile(measured["stream"], q))
                 consumer[q].append(percentile(measured["consumer"], q))

@@ -39,15 +39,20 @@ def _os_name() -> str:
     return platform.system()
 
 
-def describe_machine() -> dict[str, str]:
+def load_average(when: str) -> tuple[str, str]:
+    """Return a row of the machine table: the 1, 5 and 15 minute load averages now."""
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return {
-        "CPU": _cpu_model(),
-        "cores": str(os.cpu_count()),
-        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-        "OS": f"{_os_name()} (Linux {platform.release()})",
-        "load average (1, 5, 15 min) at the start": load,
-    }
+    return f"load average (1, 5, 15 min) {when}", load
+
+
+def describe_machine() -> dict[str, str]:
+    return dict([
+        ("CPU", _cpu_model()),
+        ("cores", str(os.cpu_count())),
+        ("memory", f"{psutil.virtual_memory().total / 2**30:.1f} GiB"),
+        ("OS", f"{_os_name()} (Linux {platform.release()})"),
+        load_average("at the start"),
+    ])
 
 
 def _java_version() -> str:

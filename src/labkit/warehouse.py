@@ -195,7 +195,7 @@ def fact_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=FACT_ARROW_SCHEMA)
 
 
-def _fact_csv(valid: pa.Table) -> io.BytesIO:
+def fact_csv(valid: pa.Table) -> io.BytesIO:
     """Return valid's FACT_COLUMNS as CSV for COPY, with fraud_rules as an array literal."""
     rules = valid["fraud_rules"]
     literal = pc.binary_join_element_wise("{", pc.binary_join(rules, ","), "}", "")
@@ -231,7 +231,7 @@ def load_batch(
         if valid.num_rows:
             cur.copy_expert(
                 f"copy stage_transaction ({', '.join(FACT_COLUMNS)}) from stdin (format csv)",
-                _fact_csv(valid),
+                fact_csv(valid),
             )
             cur.execute(_INFER_DIMENSIONS)
             cur.execute(_INSERT_FACTS)
