@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import latency
 
         rates = [float(rate) for rate in args.rates.split(",")]
-        page.add("Latency", latency.run(
+        page.add("Latency", *latency.run(
             spark, settings, rates, args.latency_seconds, args.trigger_seconds, args.runs,
             args.warmup_seconds,
         ))
