@@ -34,10 +34,14 @@ def _tree(pid: int | None) -> list[psutil.Process]:
 
 def _spark_driver() -> list[psutil.Process]:
     # PySpark starts the driver JVM as a child of this Python process.
-    return [
-        child for child in psutil.Process().children(recursive=True)
-        if child.name() == "java"
-    ]
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.name() == "java":
+                found.append(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue  # a child that exited since the listing, such as the producer
+    return found
 
 
 def service_groups(settings: Settings) -> dict[str, Callable[[], list[psutil.Process]]]:

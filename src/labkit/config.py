@@ -12,6 +12,8 @@ from pathlib import Path
 
 # The repository root: src/labkit/config.py sits two folders below it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The default of LAB_MAX_OFFSETS_PER_TRIGGER.
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
 
 
 def _env(name: str, default: str) -> str:
@@ -66,8 +68,11 @@ class Settings:
     # rows in stream_batch, so a query over another topic needs a name of its own.
     query_name: str = field(default_factory=lambda: _env("LAB_QUERY_NAME", "fraud_transactions"))
     # The maximum number of Kafka offsets one micro-batch reads; None reads all available.
+    # The default bounds a replay's memory: a micro-batch of 300,000 messages
+    # took the lab past 3 GiB.
     max_offsets_per_trigger: int | None = field(
         default_factory=lambda: _env_optional_int("LAB_MAX_OFFSETS_PER_TRIGGER")
+        or DEFAULT_MAX_OFFSETS_PER_TRIGGER
     )
     # Extra attempts of a micro-batch's PostgreSQL load after a lost connection.
     sink_retries: int = field(default_factory=lambda: _env_int("LAB_SINK_RETRIES", 5))
