@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
 from benchmarks.background import BackgroundLoop
-from benchmarks.memory import PeakMemory, service_groups
+from benchmarks.memory import PeakMemory, service_groups, this_process_groups
 from benchmarks.render import Figure, Target, table
 from benchmarks.stats import percentile
 from labkit import lab, streaming, warehouse
@@ -149,7 +149,8 @@ def paced_once(
         )
         reader.start()
         ready.wait(60)
-        with PeakMemory(service_groups(settings)) as memory, CommitWatch(settings) as watch:
+        groups = {**service_groups(settings), **this_process_groups()}
+        with PeakMemory(groups) as memory, CommitWatch(settings) as watch:
             measured_from = time.time() + warmup
             summary = _produce(rate, count, seed=int(rate))
             _wait_for_rows(settings, count)
@@ -243,5 +244,5 @@ def run(
             batch_seconds, reference="trigger interval", reference_samples=[trigger] * runs,
             digits=2,
         ))
-        figures.append(Figure(f"peak RSS: whole lab {label}", "MiB", peaks))
+        figures.append(Figure(f"peak PSS: whole lab {label}", "MiB", peaks))
     return figures, profile

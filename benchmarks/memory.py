@@ -1,4 +1,10 @@
-"""Peak resident memory of the lab's services, sampled in a background thread with psutil."""
+"""Peak memory of the lab's services, sampled in a background thread with psutil.
+
+Memory is PSS (proportional set size): a process's resident pages, with each
+page that several processes share split among them. Summed RSS would count
+PostgreSQL's shared buffers once per server process, and the pages that
+PySpark's Python workers share with the daemon they fork from once per worker.
+"""
 
 from __future__ import annotations
 
@@ -33,46 +39,77 @@ def _tree(pid: int | None) -> list[psutil.Process]:
 
 
 def _spark_driver() -> list[psutil.Process]:
-    # PySpark starts the driver JVM as a child of this Python process.
+    # PySpark starts the driver JVM as a child of this Python process, and the
+    # JVM starts the Python workers that run the card-state function.
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
             if child.name() == "java":
-                found.append(child)
+                found += _tree(child.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue  # a child that exited since the listing, such as the producer
     return found
 
 
+def stream_process_groups(pid: int) -> dict[str, Callable[[], list[psutil.Process]]]:
+    """Return the parts of a `labkit stream` process tree: driver, JVM and Python workers."""
+
+    def part(wanted: str) -> Callable[[], list[psutil.Process]]:
+        def processes() -> list[psutil.Process]:
+            found = []
+            for process in _tree(pid):
+                try:
+                    if process.name() == "java":
+                        kind = "JVM"
+                    elif "pyspark.daemon" in " ".join(process.cmdline()):
+                        kind = "workers"
+                    else:
+                        kind = "driver"
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                if kind == wanted:
+                    found.append(process)
+            return found
+        return processes
+
+    return {
+        "labkit stream: Python driver": part("driver"),
+        "labkit stream: Spark JVM": part("JVM"),
+        "labkit stream: Spark's Python workers": part("workers"),
+    }
+
+
 def service_groups(settings: Settings) -> dict[str, Callable[[], list[psutil.Process]]]:
-    """Return, per service, a function listing its processes (children included)."""
+    """Return, for Kafka and PostgreSQL, a function listing the service's processes."""
     kafka_pid_file = settings.home / "kafka" / "kafka.pid"
     # The first line of postmaster.pid is the pid of the server's main process.
     postgres_pid_file = settings.home / "postgres" / "data" / "postmaster.pid"
     return {
         "Kafka broker JVM": lambda: _tree(_pid_from_file(kafka_pid_file)),
         "PostgreSQL processes": lambda: _tree(_pid_from_file(postgres_pid_file)),
-        "Spark driver JVM": _spark_driver,
+    }
+
+
+def this_process_groups() -> dict[str, Callable[[], list[psutil.Process]]]:
+    """Return the groups of a Spark session in this process: its JVM and workers, and itself."""
+    return {
+        "Spark driver JVM and its Python workers": _spark_driver,
         "benchmark Python (Spark's Python driver)": lambda: [psutil.Process(os.getpid())],
     }
 
 
-def _rss(processes: list[psutil.Process]) -> int:
+def _pss(processes: list[psutil.Process]) -> int:
     total = 0
     for process in processes:
         try:
-            total += process.memory_info().rss
+            total += process.memory_full_info().pss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total
 
 
 class PeakMemory(BackgroundLoop):
-    """Sample each group's summed RSS until stopped; keep each group's peak and the total's.
-
-    Summed RSS counts pages that processes share (PostgreSQL's shared buffers)
-    once per process, so the figures are upper bounds.
-    """
+    """Sample each group's summed PSS until stopped; keep each group's peak and the total's."""
 
     def __init__(self, groups: dict[str, Callable[[], list[psutil.Process]]]) -> None:
         self.groups = groups
@@ -84,7 +121,7 @@ class PeakMemory(BackgroundLoop):
         while True:
             total = 0
             for name, list_processes in self.groups.items():
-                used = _rss(list_processes())
+                used = _pss(list_processes())
                 self.peaks[name] = max(self.peaks[name], used)
                 total += used
             self.peak_total = max(self.peak_total, total)

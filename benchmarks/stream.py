@@ -5,6 +5,10 @@ and times it from start to termination, that is from the first Kafka read to
 the last committed row, fraud rules included. The reference is Spark's Kafka
 source alone, read into the noop sink under the same trigger: the ratio is the
 share of Spark's read rate that validation, rules and the PostgreSQL load leave.
+
+Memory is measured on separate runs of `labkit stream --available-now`, the
+command a learner runs, in a process of its own: the benchmark's process also
+contains the generated messages and the reference queries.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import cProfile
 import io
 import logging
+import os
 import pstats
 import shutil
 import subprocess
@@ -23,7 +28,7 @@ from unittest import mock
 
 from pyspark.sql import SparkSession
 
-from benchmarks.memory import PeakMemory, service_groups
+from benchmarks.memory import PeakMemory, service_groups, stream_process_groups
 from benchmarks.render import Figure, Target, short_paths, table
 from labkit import lab, producer, streaming, warehouse
 from labkit.config import Settings
@@ -99,6 +104,31 @@ def noop_once(spark: SparkSession, settings: Settings) -> float:
         return time.perf_counter() - started
 
 
+def stream_process_memory(settings: Settings, count: int, number: int) -> PeakMemory:
+    """Run `labkit stream --available-now` over the filled topic; return the lab's memory peaks."""
+    _empty_facts(settings)
+    query_name = f"bench_memory_{number}"
+    shutil.rmtree(settings.checkpoint_dir / query_name, ignore_errors=True)
+    environment = {**os.environ, "LAB_QUERY_NAME": query_name, "TQDM_DISABLE": "1"}
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / f"bench-stream-memory-{number}.log"
+    with open(log_path, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "labkit.cli", "stream", "--available-now"],
+            env=environment, stdout=output, stderr=subprocess.STDOUT,
+        )
+        groups = {**service_groups(settings), **stream_process_groups(process.pid)}
+        with PeakMemory(groups) as memory:
+            process.wait()
+    shutil.rmtree(settings.checkpoint_dir / query_name, ignore_errors=True)
+    if process.returncode != 0:
+        raise RuntimeError(f"labkit stream failed with exit code {process.returncode}; "
+                           f"see {log_path}")
+    if _loaded(settings) != count:
+        raise RuntimeError(f"labkit stream loaded {_loaded(settings)} of {count} rows")
+    return memory
+
+
 def progress_table(progress: list[Any]) -> str:
     """Sum Spark's per-trigger durations over one run's progress events, in seconds."""
     totals = dict.fromkeys(DURATION_KEYS, 0.0)
@@ -154,20 +184,26 @@ def run(
     """Return the throughput figure, the memory figures and, if missed, a profile."""
     fill_topic(settings, count)
     lab_rates, noop_rates, progress = [], [], []
-    peaks: dict[str, list[float]] = {}
     for number in range(1, runs + 1):
         noop_rates.append(count / noop_once(spark, settings))
-        with PeakMemory(service_groups(settings)) as memory:
-            seconds, progress = drain_once(spark, settings, f"bench_stream_{number}")
+        seconds, progress = drain_once(spark, settings, f"bench_stream_{number}")
         if _loaded(settings) != count:
             raise RuntimeError(f"run {number} loaded {_loaded(settings)} of {count} rows")
         lab_rates.append(count / seconds)
+        log.info(
+            "stream run %d: lab query %.0f tx/s, noop sink %.0f tx/s",
+            number, lab_rates[-1], noop_rates[-1],
+        )
+
+    peaks: dict[str, list[float]] = {}
+    for number in range(1, runs + 1):
+        memory = stream_process_memory(settings, count, number)
         for name, peak in memory.peaks.items():
             peaks.setdefault(name, []).append(peak / 2**20)
         peaks.setdefault("whole lab", []).append(memory.peak_total / 2**20)
         log.info(
-            "stream run %d: lab query %.0f tx/s, noop sink %.0f tx/s, lab peak %.0f MiB",
-            number, lab_rates[-1], noop_rates[-1], memory.peak_total / 2**20,
+            "memory run %d: lab peak %.0f MiB (%s)", number, memory.peak_total / 2**20,
+            ", ".join(f"{name} {peak / 2**20:.0f}" for name, peak in memory.peaks.items()),
         )
 
     figure = Figure(
@@ -176,7 +212,7 @@ def run(
         target=Target("value", ">=", 20_000, "≥ 20,000 tx/s"),
     )
     memory_figures = [
-        Figure(f"peak RSS: {name}", "MiB", values) for name, values in peaks.items()
+        Figure(f"peak PSS: {name}", "MiB", values) for name, values in peaks.items()
     ]
     memory_figures[-1].reference = "target"
     memory_figures[-1].target = Target("value", "<", 3 * 1024, "< 3 GiB (3,072 MiB)")
