@@ -1,10 +1,11 @@
 """Features for the stateful fraud rules: a card's recent history and a terminal's confirmed fraud.
 
 Card features come from Spark's state store. The query groups the stream by
-a bucket of cards (a hash of card_id), and update_cards keeps a few numbers per
-card between micro-batches in its bucket's state. They are the card's payment count and mean amount, the times of its payments
-in the last few minutes, and the place and time of its last card-present
-payment. Every transaction leaves with:
+a bucket of cards (a hash of card_id), and update_cards keeps a few numbers
+per card between micro-batches in its bucket's state. They are the card's
+payment count and mean amount, the times of its payments in the last few
+minutes, and the place and time of its last card-present payment. Every
+transaction leaves with:
 
 - card_payments_10m: payments on the card in the CARD_WINDOW up to this one, itself included;
 - card_prior_payments and card_mean_amount: the count and mean amount of its earlier payments;
@@ -69,7 +70,7 @@ CARD_FEATURES = StructType([
     StructField("late_for_card_rules", BooleanType()),
 ])
 # One bucket's state: a JSON object from card_id to CardHistory.as_state().
-# Text, because PySpark 4.2 fails to read an array or a map in a state schema.
+# It is text because PySpark 4.2 fails to read an array in a state schema.
 CARD_STATE = StructType([StructField("cards", StringType())])
 _WINDOW_MS = int(CARD_WINDOW.total_seconds() * 1000)
 
@@ -99,7 +100,7 @@ class CardHistory:
     def as_state(self) -> tuple:
         """Return (payments, mean_amount, recent, present_time, present_lat, present_lon).
 
-        Times are epoch milliseconds; recent holds the payment times still
+        Times are epoch milliseconds. recent contains the payment times still
         inside CARD_WINDOW as comma-separated text.
         """
         recent = ",".join(str(time_ms) for time_ms in self.recent)

@@ -207,12 +207,10 @@ class _PostgresSink:
                 F.when(F.col("reject_reason").isNotNull(), F.col("raw_value")).alias("raw_value"),
             ).toArrow()
             is_rejected = outline["reject_reason"].is_valid()
-            rejected = list(zip(
-                *(outline.filter(is_rejected)[name].to_pylist() for name in
-                  ("kafka_topic", "kafka_partition", "kafka_offset", "raw_value",
-                   "reject_reason")),
-                strict=True,
-            ))
+            quarantined = outline.filter(is_rejected).select(
+                ["kafka_topic", "kafka_partition", "kafka_offset", "raw_value", "reject_reason"]
+            )
+            rejected = [tuple(row.values()) for row in quarantined.to_pylist()]
             scored = self._score(batch, batch_id, outline.filter(pc.invert(is_rejected)))
             # Arrow moves the valid rows to Python far faster than collect().
             valid = _fact_rows(scored).toArrow()
