@@ -55,7 +55,7 @@ def _spark_driver() -> list[psutil.Process]:
 def stream_process_groups(pid: int) -> dict[str, Callable[[], list[psutil.Process]]]:
     """Return the parts of a `labkit stream` process tree: driver, JVM and Python workers."""
 
-    def part(wanted: str) -> Callable[[], list[psutil.Process]]:
+    def part(expected_kind: str) -> Callable[[], list[psutil.Process]]:
         def processes() -> list[psutil.Process]:
             found = []
             for process in _tree(pid):
@@ -68,7 +68,7 @@ def stream_process_groups(pid: int) -> dict[str, Callable[[], list[psutil.Proces
                         kind = "driver"
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-                if kind == wanted:
+                if kind == expected_kind:
                     found.append(process)
             return found
         return processes

@@ -114,9 +114,9 @@ def read_transactions(spark: SparkSession, settings: Settings) -> DataFrame:
         # instead of skipping data; checkpoints.verify_topic covers the cases
         # that this option misses.
         .option("failOnDataLoss", "true")
-        # The broker holds a fetch that finds no new records for up to this
+        # A fetch that finds no new records waits at the broker for up to this
         # long (500 ms by default), and a task reading a small range waited on
-        # such fetches: 50 ms cut a small micro-batch's read from 650 to 130 ms.
+        # such fetches. 50 ms cut a small micro-batch's read from 650 to 130 ms.
         .option("kafka.fetch.max.wait.ms", "50")
     )
     if settings.max_offsets_per_trigger is not None:

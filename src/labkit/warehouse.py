@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
 from labkit.config import Settings
@@ -209,6 +210,16 @@ def fact_csv(valid: pa.Table) -> io.BytesIO:
     return buffer
 
 
+def stage_facts(cur: Cursor, valid: pa.Table) -> None:
+    """Copy valid into the temporary table stage_transaction and add the dimensions it lacks."""
+    cur.execute(_STAGE_TABLE)
+    cur.copy_expert(
+        f"copy stage_transaction ({', '.join(FACT_COLUMNS)}) from stdin (format csv)",
+        fact_csv(valid),
+    )
+    cur.execute(_INFER_DIMENSIONS)
+
+
 def load_batch(
     conn: Connection,
     query_name: str,
@@ -226,14 +237,9 @@ def load_batch(
     if not isinstance(valid, pa.Table):
         valid = fact_table(valid)
     with conn, conn.cursor() as cur:
-        cur.execute(_STAGE_TABLE)
         loaded = duplicates = flagged = late = 0
         if valid.num_rows:
-            cur.copy_expert(
-                f"copy stage_transaction ({', '.join(FACT_COLUMNS)}) from stdin (format csv)",
-                fact_csv(valid),
-            )
-            cur.execute(_INFER_DIMENSIONS)
+            stage_facts(cur, valid)
             cur.execute(_INSERT_FACTS)
             cur.execute(_RECORD_DUPLICATES)
             cur.execute(_COUNT_OUTCOMES)
